@@ -1,0 +1,48 @@
+"""Packaging for tb-varscope: the `tb-varscope` command and the `varscope` TensorBoard plugin."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="tb-varscope",
+    version="0.1.0",
+    description="Find and explain TensorBoard histogram tags that collide across layers; group histograms by variable path.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["tb_varscope_plugin", "tb_varscope_plugin.frontend"],
+    # The tab's ES modules live in frontend/ at the top of the repository and ship inside the package.
+    package_dir={"tb_varscope_plugin.frontend": "frontend"},
+    package_data={"tb_varscope_plugin.frontend": ["*.js", "*.css"]},
+    install_requires=[
+        "tensorboard>=2.21",
+        "google-crc32c>=1.5",
+        "h5py>=3.8",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "ruff",
+            "playwright>=1.45",
+            "tensorflow-cpu>=2.21",
+            "tf-keras>=2.21",
+            "keras>=3.14",
+            "tensorboardX>=2.6",
+            "safetensors>=0.4",
+        ],
+        "torch": ["torch"],
+    },
+    entry_points={
+        "console_scripts": ["tb-varscope = tb_varscope_plugin.cli:main"],
+        "tensorboard_plugins": ["varscope = tb_varscope_plugin.plugin:VarScopeLoader"],
+    },
+    classifiers=[
+        "Framework :: TensorFlow",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

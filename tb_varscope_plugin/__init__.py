@@ -1,0 +1,1 @@
+"""tb-varscope: find histogram tags that collide across layers, and name the variables behind them."""
