@@ -1,0 +1,162 @@
+"""`tb-varscope scan LOGDIR`: the report for people, or as JSON for machines, with a linter's exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import textwrap
+
+from tensorboard.compat.tensorflow_stub.io import gfile
+
+from tb_varscope_plugin.report import scan
+
+CLEAN, COLLISIONS, USAGE = 0, 1, 2
+WIDTH = 100
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tb-varscope",
+        description="Find histogram tags that collide across layers in TensorBoard logs, and the variables behind them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    scan_parser = commands.add_parser(
+        "scan",
+        help="scan a logdir for colliding histogram tags",
+        description="Reads every event file under LOGDIR. Exit status: 0 no collision, 1 collisions found, 2 usage error.",
+    )
+    scan_parser.add_argument("logdir", metavar="LOGDIR", help="the directory TensorBoard would be given as --logdir")
+    scan_parser.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="PATH",
+        help="checkpoint naming the variables (TF prefix or directory, .weights.h5, .keras, .safetensors); "
+        "repeat for several; default: found beside each run",
+    )
+    scan_parser.add_argument("--run", metavar="REGEX", help="only runs whose name matches this regular expression")
+    scan_parser.add_argument("--json", action="store_true", help="print the report as JSON (schema tb-varscope/1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        run_filter = re.compile(args.run) if args.run is not None else None
+    except re.error as error:
+        return _usage(f"--run is not a valid regular expression: {error}")
+    if not gfile.isdir(args.logdir):
+        return _usage(f"LOGDIR {args.logdir!r} is not a readable directory")
+    progress = _Progress() if sys.stderr.isatty() and not args.json else None
+    try:
+        report = scan(args.logdir, args.checkpoint, run_filter=run_filter, progress=progress)
+    except OSError as error:
+        return _usage(f"cannot read {args.logdir!r}: {error}")
+    finally:
+        if progress is not None:
+            progress.done()
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_report(report))
+    return COLLISIONS if report["summary"]["collisions"] else CLEAN
+
+
+def _usage(message: str) -> int:
+    sys.stderr.write(f"tb-varscope: error: {message}\n")
+    return USAGE
+
+
+class _Progress:
+    """One self-overwriting line on a terminal's stderr, so a long scan shows where it is."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def __call__(self, run: str) -> None:
+        self.runs += 1
+        sys.stderr.write(f"\r\033[Kreading run {self.runs}: {run[:70]}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def format_report(report: dict) -> str:
+    """The report as a person reads it: a block per run with a collision or a warning, then one summary line."""
+    lines = []
+    for run in report["runs"]:
+        if run["collisions"] or run["warnings"]:
+            lines.extend(_run_block(run))
+            lines.append("")
+    lines.append(_summary_line(report))
+    return "\n".join(lines) + "\n"
+
+
+def _run_block(run: dict) -> list[str]:
+    files = _plural(run["event_files"], "event file")
+    tags = _plural(run["histogram_tags"], "histogram tag")
+    checkpoint = run["checkpoint"]
+    if checkpoint is None:
+        named_by = "no checkpoint found"
+    else:
+        named_by = f"checkpoint {checkpoint['path']} ({checkpoint['format']}, {checkpoint['variables']} variables)"
+    lines = [f"run {run['run']}: {files}, {tags}; {named_by}"]
+    for collision in run["collisions"]:
+        lines.extend(_collision_block(collision))
+    for warning in run["warnings"]:
+        lines.append(f"  warning: {warning['file']} at offset {warning['offset']}: {warning['message']}")
+    return lines
+
+
+def _collision_block(collision: dict) -> list[str]:
+    steps = collision["steps"]
+    span = f"step {collision['first_step']}" if steps == 1 else f"steps {collision['first_step']}..{collision['last_step']}"
+    if collision["kind"] == "same-step":
+        who = f"{collision['writers']} writers per step"
+    else:
+        who = f"{collision['writers']} event files at one step"
+    lines = [f"  COLLISION {collision['tag']}  [{collision['kind']}] {who}, {_plural(steps, 'step')} affected ({span})"]
+    for lane in collision["lanes"]:
+        variable = lane["variable"] or "(unknown variable)"
+        shape = "" if lane["shape"] is None else " shape " + "x".join(str(d) for d in lane["shape"])
+        lines.append(
+            f"    lane {lane['lane']}: {variable}{shape}, {_plural(lane['elements'], 'element')},"
+            f" confidence {lane['confidence']:.0%}"
+        )
+        lines.extend(_wrapped(lane["evidence"], "      "))
+    if collision["kind"] == "cross-file":
+        lines.append("    files: " + ", ".join(collision["files"]))
+    lines.extend(_wrapped("why: " + collision["explanation"], "    "))
+    lines.extend(_wrapped("fix: " + collision["fix"], "    "))
+    return lines
+
+
+def _summary_line(report: dict) -> str:
+    summary = report["summary"]
+    runs, tags, collisions = summary["runs"], summary["histogram_tags"], summary["collisions"]
+    read = f"{_plural(runs, 'run')}, {_plural(tags, 'histogram tag')} read"
+    if not collisions:
+        return f"No colliding histogram tags ({read})."
+    colliding_runs = sum(1 for run in report["runs"] if run["collisions"])
+    return f"{_plural(collisions, 'collision')} in {colliding_runs} of {_plural(runs, 'run')} ({_plural(tags, 'histogram tag')} read)."
+
+
+def _wrapped(text: str, indent: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ") or [indent]
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Events: which summary values of an event record are histograms, and their `[left, right, count]` buckets.
+
+Both encodings are understood: TF2 tensor summaries of the `histograms` plugin (k x 3 tensors) and the legacy
+`HistogramProto` written by `tf.compat.v1`, tensorboardX and `torch.utils.tensorboard`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.util import tensor_util
+
+HISTOGRAMS_PLUGIN = "histograms"
+
+LEGACY = "histo"  # HistogramProto: tf.compat.v1, tensorboardX, torch.utils.tensorboard
+TENSOR = "tensor"  # TF2 summary of the histograms plugin
+
+
+def histogram_values(
+    payload: bytes, plugins: dict[str, str]
+) -> tuple[int, float, list[tuple[int, str, str]]] | None:
+    """`(step, wall_time, [(index in the summary, tag, encoding), ...])` for an event holding histograms, else None.
+
+    `plugins` maps tag to plugin name for one event file: TF2 writers attach a value's metadata only to the
+    first value of each tag in a file, so later values are recognised from what the file said before.
+    """
+    event = event_pb2.Event.FromString(payload)
+    if not event.HasField("summary"):
+        return None
+    found = []
+    for index, value in enumerate(event.summary.value):
+        kind = value.WhichOneof("value")
+        if kind == LEGACY:
+            found.append((index, value.tag, LEGACY))
+        elif kind == TENSOR:
+            tag = value.tag
+            plugin = plugins.get(tag)
+            if plugin is None:
+                plugin = plugins[tag] = value.metadata.plugin_data.plugin_name
+            if plugin == HISTOGRAMS_PLUGIN:
+                found.append((index, tag, TENSOR))
+    if not found:
+        return None
+    return event.step, event.wall_time, found
+
+
+def decode_histogram(value: summary_pb2.Summary.Value) -> np.ndarray:
+    """The value's buckets as a float64 array of shape (k, 3): left edge, right edge, count."""
+    if value.WhichOneof("value") == LEGACY:
+        histo = value.histo
+        # As TensorBoard's data_compat migrates legacy histograms: the first bucket starts at min, the last ends at max.
+        limits = list(histo.bucket_limit)
+        if not limits:
+            return np.zeros((0, 3))
+        lefts = [histo.min] + limits[:-1]
+        rights = limits[:-1] + [histo.max]
+        return np.array([lefts, rights, list(histo.bucket)], dtype=np.float64).T
+    array = tensor_util.make_ndarray(value.tensor).astype(np.float64)
+    return array.reshape(-1, 3)
+
+
+def decode_value(payload: bytes, index: int) -> np.ndarray:
+    """Decodes the histogram at position `index` of the summary carried by one event record."""
+    event = event_pb2.Event.FromString(payload)
+    return decode_histogram(event.summary.value[index])
