@@ -24,13 +24,15 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tb-varscope",
-        description="Find histogram tags that collide across layers in TensorBoard logs, and the variables behind them.",
+        description="Find histogram tags that collide across layers in TensorBoard logs, and the variables "
+        "behind them.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     scan_parser = commands.add_parser(
         "scan",
         help="scan a logdir for colliding histogram tags",
-        description="Reads every event file under LOGDIR. Exit status: 0 no collision, 1 collisions found, 2 usage error.",
+        description="Reads every event file under LOGDIR. "
+        "Exit status: 0 no collision, 1 collisions found, 2 usage error.",
     )
     scan_parser.add_argument("logdir", metavar="LOGDIR", help="the directory TensorBoard would be given as --logdir")
     scan_parser.add_argument(
@@ -119,7 +121,8 @@ def _run_block(run: dict) -> list[str]:
 
 def _collision_block(collision: dict) -> list[str]:
     steps = collision["steps"]
-    span = f"step {collision['first_step']}" if steps == 1 else f"steps {collision['first_step']}..{collision['last_step']}"
+    first, last = collision["first_step"], collision["last_step"]
+    span = f"step {first}" if steps == 1 else f"steps {first}..{last}"
     if collision["kind"] == "same-step":
         who = f"{collision['writers']} writers per step"
     else:
@@ -147,7 +150,7 @@ def _summary_line(report: dict) -> str:
     if not collisions:
         return f"No colliding histogram tags ({read})."
     colliding_runs = sum(1 for run in report["runs"] if run["collisions"])
-    return f"{_plural(collisions, 'collision')} in {colliding_runs} of {_plural(runs, 'run')} ({_plural(tags, 'histogram tag')} read)."
+    return f"{_plural(collisions, 'collision')} in {colliding_runs} of {read}."
 
 
 def _wrapped(text: str, indent: str) -> list[str]:

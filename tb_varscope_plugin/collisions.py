@@ -12,7 +12,8 @@ from tb_varscope_plugin.run_index import RunIndex
 SAME_STEP = "same-step"
 CROSS_FILE = "cross-file"
 
-_TF_KERAS_CALLBACK = re.compile(r"_\d+/histogram$")  # tf-keras logs weight.name with ':' made '_': my_variable1_0/histogram
+# tf-keras's callback logs weight.name with ':' made '_': my_variable1:0 becomes my_variable1_0/histogram.
+_TF_KERAS_CALLBACK = re.compile(r"_\d+/histogram$")
 
 
 def find_collisions(run: RunIndex) -> list[dict]:

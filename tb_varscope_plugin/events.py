@@ -16,9 +16,7 @@ LEGACY = "histo"  # HistogramProto: tf.compat.v1, tensorboardX, torch.utils.tens
 TENSOR = "tensor"  # TF2 summary of the histograms plugin
 
 
-def histogram_values(
-    payload: bytes, plugins: dict[str, str]
-) -> tuple[int, float, list[tuple[int, str, str]]] | None:
+def histogram_values(payload: bytes, plugins: dict[str, str]) -> tuple[int, float, list[tuple[int, str, str]]] | None:
     """`(step, wall_time, [(index in the summary, tag, encoding), ...])` for an event holding histograms, else None.
 
     `plugins` maps tag to plugin name for one event file: TF2 writers attach a value's metadata only to the

@@ -95,9 +95,7 @@ class EventFile:
         if damage is not None:
             return [{"file": self.path, "offset": damage.offset, "message": f"{damage.message}; not read past it"}]
         if self.reader.pending:
-            message = (
-                f"ends with an incomplete record ({self.reader.pending} bytes): still being written, or truncated"
-            )
+            message = f"ends with an incomplete record ({self.reader.pending} bytes): still being written, or truncated"
             return [{"file": self.path, "offset": self.reader.offset, "message": message}]
         return []
 
