@@ -1,0 +1,243 @@
+// The variable tree: run -> layer scopes -> variable -> histogram tag (+ lane), and its regex filter.
+
+/**
+ * @typedef {import('./overview.js').Report} Report
+ * @typedef {import('./overview.js').RunReport} RunReport
+ * @typedef {import('./overview.js').GroupVariable} GroupVariable
+ *
+ * A node of the tree. `kind` is 'run', 'scope' (a layer scope or a tag prefix), 'variable' or 'tag'.
+ * `tag` and `lane` say which histograms a click opens (lane null: every lane of the tag).
+ * `colliding` counts the colliding tag entries at or below the node.
+ * @typedef {{id: string, kind: string, label: string, run: string, path: string,
+ *            tag: ?string, lane: ?number, variable: ?GroupVariable,
+ *            colliding: number, children: !Array<TreeNode>}} TreeNode
+ *
+ * @typedef {{regex: ?RegExp, error: ?string}} TagFilter
+ */
+
+/**
+ * Splits a variable path or tag into tree levels on `/` and `.` ("layer1.0.conv1" -> 3 levels).
+ * @param {string} path
+ * @return {!Array<string>}
+ */
+export function splitPath(path) {
+  return path.split(/[/.]/).filter((part) => part !== '');
+}
+
+/**
+ * Builds one tree per run from the report's layer groups. Variables sit under their scope path;
+ * tags no variable claims sit under their group, and colliding tags no group mentions sit under
+ * the run, both split like paths.
+ * @param {Report} report
+ * @return {!Array<TreeNode>}
+ */
+export function buildTree(report) {
+  return report.runs.map(buildRunTree);
+}
+
+/**
+ * @param {RunReport} runReport
+ * @return {TreeNode}
+ */
+function buildRunTree(runReport) {
+  const run = runReport.run;
+  const collidingTags = new Set(runReport.collisions.map((c) => c.tag));
+  const root = makeNode('run', run, run, []);
+  const placedTags = new Set();
+
+  for (const group of runReport.groups) {
+    const claimed = new Set();
+    for (const variable of group.variables) {
+      const node = ensurePath(root, splitPath(variable.path), 'scope');
+      node.kind = 'variable';
+      node.variable = variable;
+      if (variable.tag !== null) {
+        claimed.add(variable.tag);
+        placedTags.add(variable.tag);
+        const lane = collidingTags.has(variable.tag) ? variable.lane : null;
+        const label = lane === null ? variable.tag : `${variable.tag} · lane ${lane}`;
+        const leaf = makeNode('tag', run, `${variable.path}\u0000${label}`, []);
+        Object.assign(leaf, {label, tag: variable.tag, lane, variable});
+        leaf.colliding = collidingTags.has(variable.tag) ? 1 : 0;
+        node.children.push(leaf);
+      }
+    }
+    const groupSegments = splitPath(group.path);
+    for (const tag of group.tags) {
+      if (!claimed.has(tag)) {
+        placedTags.add(tag);
+        addTagLeaf(root, [...groupSegments, ...withoutPrefix(splitPath(tag), groupSegments)], tag,
+          collidingTags.has(tag));
+      }
+    }
+  }
+  for (const tag of collidingTags) {
+    if (!placedTags.has(tag)) {
+      addTagLeaf(root, splitPath(tag), tag, true);
+    }
+  }
+  finish(root);
+  return root;
+}
+
+/**
+ * Drops `prefix` from the front of `segments` when it is there ("dense/kernel_0" in group "dense").
+ * @param {!Array<string>} segments
+ * @param {!Array<string>} prefix
+ * @return {!Array<string>}
+ */
+function withoutPrefix(segments, prefix) {
+  const starts = prefix.length < segments.length && prefix.every((part, i) => segments[i] === part);
+  return starts ? segments.slice(prefix.length) : segments;
+}
+
+/**
+ * @param {TreeNode} root
+ * @param {!Array<string>} segments path of the tag, its last segment being the leaf
+ * @param {string} tag
+ * @param {boolean} colliding
+ */
+function addTagLeaf(root, segments, tag, colliding) {
+  const parts = segments.length > 0 ? segments : [tag];
+  const parent = ensurePath(root, parts.slice(0, -1), 'scope');
+  const leaf = makeNode('tag', root.run, `${parent.path}\u0000${tag}`, []);
+  Object.assign(leaf, {label: parts[parts.length - 1], tag, colliding: colliding ? 1 : 0});
+  parent.children.push(leaf);
+}
+
+/**
+ * Walks down from `root` along `segments`, creating the nodes that are missing.
+ * @param {TreeNode} root
+ * @param {!Array<string>} segments
+ * @param {string} kind kind given to created nodes
+ * @return {TreeNode}
+ */
+function ensurePath(root, segments, kind) {
+  let node = root;
+  for (const segment of segments) {
+    const path = node.kind === 'run' ? segment : `${node.path}/${segment}`;
+    let child = node.children.find((c) => c.path === path && c.kind !== 'tag');
+    if (!child) {
+      child = makeNode(kind, root.run, path, []);
+      child.label = segment;
+      node.children.push(child);
+    }
+    node = child;
+  }
+  return node;
+}
+
+/**
+ * @param {string} kind
+ * @param {string} run
+ * @param {string} path
+ * @param {!Array<TreeNode>} children
+ * @return {TreeNode}
+ */
+function makeNode(kind, run, path, children) {
+  return {
+    id: `${run}\u0000${path}`,
+    kind,
+    label: path,
+    run,
+    path,
+    tag: null,
+    lane: null,
+    variable: null,
+    colliding: 0,
+    children,
+  };
+}
+
+/**
+ * Sorts children naturally (my_layer, my_layer_1, my_layer_2, my_layer_10) and sums collisions upward.
+ * @param {TreeNode} node
+ * @return {number}
+ */
+function finish(node) {
+  node.children.sort((a, b) => a.label.localeCompare(b.label, 'en', {numeric: true}));
+  for (const child of node.children) {
+    node.colliding += finish(child);
+  }
+  return node.colliding;
+}
+
+/**
+ * Compiles the filter text like TensorBoard's tag filter: a case-insensitive regular expression.
+ * Empty text filters nothing; invalid text filters nothing and reports why.
+ * @param {string} text
+ * @return {TagFilter}
+ */
+export function compileFilter(text) {
+  if (text === '') {
+    return {regex: null, error: null};
+  }
+  try {
+    return {regex: new RegExp(text, 'i'), error: null};
+  } catch (error) {
+    return {regex: null, error: error instanceof Error ? error.message : String(error)};
+  }
+}
+
+/**
+ * Keeps the tag entries and variables whose tag or variable path matches, with their ancestors.
+ * Returns the trees unchanged when `regex` is null.
+ * @param {!Array<TreeNode>} roots
+ * @param {?RegExp} regex
+ * @return {!Array<TreeNode>}
+ */
+export function filterTree(roots, regex) {
+  if (regex === null) {
+    return roots;
+  }
+  return roots.map((root) => filterNode(root, regex)).filter((node) => node !== null);
+}
+
+/**
+ * @param {TreeNode} node
+ * @param {!RegExp} regex
+ * @return {?TreeNode}
+ */
+function filterNode(node, regex) {
+  if (matches(node, regex)) {
+    return node;
+  }
+  const children = node.children
+    .map((child) => filterNode(child, regex))
+    .filter((child) => child !== null);
+  if (children.length === 0) {
+    return null;
+  }
+  const colliding = children.reduce((sum, child) => sum + child.colliding, 0);
+  return {...node, children, colliding};
+}
+
+/**
+ * @param {TreeNode} node
+ * @param {!RegExp} regex
+ * @return {boolean}
+ */
+function matches(node, regex) {
+  if (node.kind === 'tag') {
+    return regex.test(node.tag) || (node.variable !== null && regex.test(node.variable.path));
+  }
+  return node.kind === 'variable' && regex.test(node.variable.path);
+}
+
+/**
+ * Counts the tag entries in the trees, for "n of m shown".
+ * @param {!Array<TreeNode>} roots
+ * @return {number}
+ */
+export function countTagEntries(roots) {
+  let count = 0;
+  const stack = [...roots];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (node.kind === 'tag') {
+      count += 1;
+    }
+    stack.push(...node.children);
+  }
+  return count;
+}
