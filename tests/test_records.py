@@ -1,0 +1,97 @@
+"""The record reader: every record, checksums, resuming, and damage reported with file and offset."""
+
+import os
+
+import numpy as np
+import pytest
+from eventlogs import histogram_event, layered_run, write_events
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+from tb_varscope_plugin import scan
+from tb_varscope_plugin.records import RecordReader, read_record_at
+
+
+def record_offsets(path):
+    return [offset for offset, _ in RecordReader(path).read()]
+
+
+def test_reads_the_same_records_as_tensorboard(tmp_path):
+    path = str(tmp_path / "run" / "events.out.tfevents.1.host")
+    layered_run(path, "kernel", [4, 8, 16], steps=20)
+    ours = [payload for _, payload in RecordReader(path).read()]
+    theirs = list(RawEventFileLoader(path).Load())
+    assert ours == theirs
+    assert len(ours) == 1 + 3 * 20
+
+
+def test_record_at_an_offset_is_the_record_read_there(tmp_path):
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    layered_run(path, "kernel", [4, 8], steps=3)
+    for offset, payload in RecordReader(path).read():
+        assert read_record_at(path, offset) == payload
+    with pytest.raises(ValueError, match="offset 5"):
+        read_record_at(path, 5)
+
+
+def test_resumes_where_it_stopped_as_the_file_grows(tmp_path):
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    write_events(path, [histogram_event(0, "w", np.arange(5.0))])
+    reader = RecordReader(path)
+    assert len(list(reader.read())) == 2
+    assert list(reader.read()) == []
+    write_events(path, [histogram_event(1, "w", np.arange(5.0))], append=True)
+    (_, *rest) = list(reader.read())
+    assert rest == []
+    assert reader.offset == os.path.getsize(path)
+    assert reader.pending == 0 and reader.damage is None
+
+
+def test_a_torn_last_record_waits_for_the_rest(tmp_path):
+    path = tmp_path / "events.out.tfevents.1.host"
+    write_events(str(path), [histogram_event(step, "w", np.arange(5.0)) for step in range(3)])
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-7])
+    reader = RecordReader(str(path))
+    assert len(list(reader.read())) == 3
+    assert reader.damage is None
+    assert reader.pending > 0
+    with open(path, "ab") as f:
+        f.write(whole[-7:])
+    assert len(list(reader.read())) == 1
+    assert reader.pending == 0
+
+
+def test_a_flipped_byte_stops_the_file_there_and_keeps_what_came_before(tmp_path):
+    run = tmp_path / "logs" / "run"
+    path = run / "events.out.tfevents.1.host"
+    layered_run(str(path), "kernel", [4, 8, 16], steps=10)
+    offsets = record_offsets(str(path))
+    damaged_record = offsets[16]  # step 5, first layer
+    data = bytearray(path.read_bytes())
+    data[damaged_record + 20] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    report = scan(str(tmp_path / "logs"))
+    (run_report,) = report["runs"]
+    (warning,) = run_report["warnings"]
+    assert warning["file"].endswith("events.out.tfevents.1.host")
+    assert warning["offset"] == damaged_record
+    assert "checksum" in warning["message"]
+    (collision,) = run_report["collisions"]
+    assert collision["tag"] == "kernel"
+    assert collision["writers"] == 3
+    assert (collision["first_step"], collision["last_step"]) == (0, 4)
+
+
+def test_a_truncated_file_is_reported_and_what_came_before_is_kept(tmp_path):
+    path = tmp_path / "logs" / "run" / "events.out.tfevents.1.host"
+    layered_run(str(path), "kernel", [4, 8], steps=6)
+    last_record = record_offsets(str(path))[-1]
+    path.write_bytes(path.read_bytes()[:-10])
+
+    (run_report,) = scan(str(tmp_path / "logs"))["runs"]
+    (warning,) = run_report["warnings"]
+    assert warning["offset"] == last_record
+    assert "incomplete record" in warning["message"]
+    (collision,) = run_report["collisions"]
+    assert collision["steps"] == 5  # the torn record was step 5's second write
