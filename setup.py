@@ -5,6 +5,7 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).parent
+DEMO = ["tensorflow-cpu>=2.21", "tf-keras>=2.21", "keras>=3.14"]
 
 setup(
     name="tb-varscope",
@@ -14,27 +15,19 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["tb_varscope_plugin", "tb_varscope_plugin.frontend"],
-    # The tab's ES modules live in frontend/ at the top of the repository and ship inside the package.
-    package_dir={"tb_varscope_plugin.frontend": "frontend"},
-    package_data={"tb_varscope_plugin.frontend": ["*.js", "*.css"]},
+    packages=["tb_varscope_plugin"],
+    # The tab's ES modules live in frontend/ at the top of the repository; tb_varscope_plugin/frontend links to it,
+    # so an editable install serves them in place and a wheel carries them inside the package.
+    package_data={"tb_varscope_plugin": ["frontend/*.js", "frontend/*.css"]},
     install_requires=[
         "tensorboard>=2.21",
         "google-crc32c>=1.5",
         "h5py>=3.8",
     ],
     extras_require={
-        "test": [
-            "pytest>=8",
-            "ruff",
-            "playwright>=1.45",
-            "tensorflow-cpu>=2.21",
-            "tf-keras>=2.21",
-            "keras>=3.14",
-            "tensorboardX>=2.6",
-            "safetensors>=0.4",
-        ],
-        "torch": ["torch"],
+        # TensorFlow and Keras write the demo's logs and checkpoints; the plugin itself never imports them.
+        "demo": DEMO,
+        "test": DEMO + ["pytest>=8", "ruff", "playwright>=1.45", "tensorboardX>=2.6", "safetensors>=0.4", "torch>=2.0"],
     },
     entry_points={
         "console_scripts": ["tb-varscope = tb_varscope_plugin.cli:main"],
