@@ -126,9 +126,7 @@ def _keras3_variables(
         optimizer = not where and child in _OPTIMIZER_GROUPS
         # An optimizer's variables are named apart from the model (`adam/iteration`), so its scope restarts.
         child_scope = [] if optimizer else scope
-        yield from _keras3_variables(
-            member, posixpath.join(where, child), child_scope, slot or optimizer, config_names
-        )
+        yield from _keras3_variables(member, posixpath.join(where, child), child_scope, slot or optimizer, config_names)
 
 
 def _legacy_variables(h5: h5py.File) -> Iterator[Variable]:
