@@ -19,7 +19,10 @@ export const CHART_HEIGHT = 300;
 /** TensorBoard keeps up to 500 histograms per tag; a ridge plot stays readable with fewer. */
 export const MAX_RIDGES = 100;
 const BIN_COUNT = 30;
-const MARGIN = {top: 8, right: 56, bottom: 24, left: 12};
+/** Hues of lanes 0, 1, 2, ...: distinct at a glance, orange first like TensorBoard's first run. */
+const LANE_HUES = [24, 207, 140, 280, 340, 180, 50, 0];
+// The top margin leaves room for the right axis' title above the highest tick.
+const MARGIN = {top: 20, right: 56, bottom: 24, left: 12};
 
 /**
  * Lays out one chart. In offset mode each step is a filled ridge whose baseline moves down with
@@ -145,4 +148,25 @@ function niceStep(rough) {
     return 5 * power;
   }
   return fraction >= Math.sqrt(2) ? 2 * power : power;
+}
+
+/**
+ * Colour of a ridge: the lane's hue, light for early steps and dark for late ones, as TensorBoard
+ * shades a histogram through time.
+ * @param {number} lane
+ * @param {number} shade 0 for the first step, 1 for the last
+ * @return {string}
+ */
+export function ridgeColor(lane, shade) {
+  const hue = LANE_HUES[lane % LANE_HUES.length];
+  return `hsl(${hue}, 80%, ${Math.round(74 - 36 * shade)}%)`;
+}
+
+/**
+ * The lane's colour at full strength, for legends and captions.
+ * @param {number} lane
+ * @return {string}
+ */
+export function laneColor(lane) {
+  return ridgeColor(lane, 0.6);
 }
