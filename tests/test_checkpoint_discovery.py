@@ -1,0 +1,102 @@
+"""Which checkpoint belongs to a run: in the run, beside it in a `ckpt/` directory, or up to the logdir."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tb_varscope_plugin.checkpoint import CheckpointError, find_checkpoint, read_checkpoint
+
+
+def _touch(path, mtime: float = 1_000_000.0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def _run(logdir, name):
+    return _touch(logdir / name / "events.out.tfevents.1.host").parent
+
+
+def test_checkpoint_in_the_run_directory(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "model.weights.h5")
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "model.weights.h5")
+
+
+def test_tf_checkpoint_named_by_the_state_file(tmp_path):
+    run = _run(tmp_path, "run1")
+    ckpt = run / "ckpt"
+    for step in (1, 2, 3):
+        _touch(ckpt / f"ckpt-{step}.index", mtime=1_000_000.0 + step)
+        _touch(ckpt / f"ckpt-{step}.data-00000-of-00001")
+    # The state file says ckpt-2 even though ckpt-3 is newer: TensorFlow's own choice wins.
+    (ckpt / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-3"\n')
+    assert find_checkpoint(str(run), str(tmp_path)) == str(ckpt / "ckpt-2")
+
+
+def test_state_file_with_absolute_path_from_another_machine(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "ckpt-7.index")
+    (run / "checkpoint").write_text('model_checkpoint_path: "/home/someone/old/ckpt-7"\n')
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "ckpt-7")
+
+
+def test_index_without_state_file_newest_wins(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "ckpt-9.index", mtime=2_000_000.0)
+    _touch(run / "ckpt-10.index", mtime=1_000_000.0)
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "ckpt-9")
+
+
+def test_ckpt_directory_beside_the_runs(tmp_path):
+    run = _run(tmp_path, "train")
+    _run(tmp_path, "validation")
+    _touch(tmp_path / "checkpoints" / "model.safetensors")
+    assert find_checkpoint(str(run), str(tmp_path)) == str(tmp_path / "checkpoints" / "model.safetensors")
+
+
+def test_nearest_ancestor_wins_over_logdir(tmp_path):
+    run = _run(tmp_path, "exp1/seed0/train")
+    _touch(tmp_path / "exp1" / "model.keras", mtime=1_000_000.0)
+    _touch(tmp_path / "old.keras", mtime=9_000_000.0)
+    assert find_checkpoint(str(run), str(tmp_path)) == str(tmp_path / "exp1" / "model.keras")
+
+
+def test_newest_wins_within_one_level(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "ckpt" / "early.weights.h5", mtime=1_000_000.0)
+    _touch(run / "late.safetensors", mtime=3_000_000.0)
+    _touch(run / "checkpoints" / "middle.keras", mtime=2_000_000.0)
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "late.safetensors")
+
+
+def test_sibling_run_checkpoints_are_not_borrowed(tmp_path):
+    run = _run(tmp_path, "run1")
+    other = _run(tmp_path, "run2")
+    _touch(other / "model.weights.h5")
+    assert find_checkpoint(str(run), str(tmp_path)) is None
+
+
+def test_walk_stops_at_the_logdir(tmp_path):
+    logdir = tmp_path / "logs"
+    run = _run(logdir, "run1")
+    _touch(tmp_path / "model.keras")
+    assert find_checkpoint(str(run), str(logdir)) is None
+
+
+def test_trailing_slashes_and_run_equal_to_logdir(tmp_path):
+    _touch(tmp_path / "events.out.tfevents.1.host")
+    _touch(tmp_path / "ckpt" / "model.weights.h5")
+    assert find_checkpoint(str(tmp_path) + "/", str(tmp_path) + "/") == str(tmp_path / "ckpt" / "model.weights.h5")
+
+
+def test_read_checkpoint_names_what_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint in this directory"):
+        read_checkpoint(str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"nothing/ckpt-1: not a checkpoint"):
+        read_checkpoint(str(tmp_path / "nothing" / "ckpt-1"))
+    with pytest.raises(CheckpointError, match="gone.weights.h5: cannot read"):
+        read_checkpoint(str(tmp_path / "gone.weights.h5"))
