@@ -1,0 +1,96 @@
+"""Shared fixtures: real logs and checkpoints from tests/scenarios.py, generated once per test session.
+
+`scenario("tfkeras_seed")` returns the run directory of one scenario (read-only: it is shared by the session).
+`logdir_of("tfkeras_seed", "torch_leaf")` returns a fresh logdir holding copies of several scenarios, one
+subdirectory each, safe to modify.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+SCENARIOS_SCRIPT = Path(__file__).with_name("scenarios.py")
+
+# The modules a scenario's subprocess imports (scenarios.py always loads TensorFlow and both Kerases). Scenarios
+# needing the same ones are generated together in one subprocess, so TensorFlow, slow to import, is loaded once
+# per group and never in the pytest process itself.
+_TF = ("tensorflow", "tf_keras", "keras")
+SCENARIO_NEEDS: dict[str, tuple[str, ...]] = {
+    "tfkeras_seed": _TF,
+    "tfkeras_fixed": _TF,
+    "keras3_vname": _TF,
+    "keras3_vpath": _TF,
+    "keras3_callback": _TF,
+    "keras313_kernel": _TF,
+    "resumed": _TF,
+    "multi_run": _TF,
+    "torch_leaf": (*_TF, "torch", "safetensors"),
+    "torch_full": (*_TF, "torch", "safetensors"),
+    "tbx_leaf": (*_TF, "tensorboardX", "safetensors"),
+}
+
+
+class ScenarioCache:
+    """Run directories of scenarios, each written on first request by a `scenarios.py` subprocess."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._failed: dict[tuple[str, ...], str] = {}
+
+    def __call__(self, name: str) -> Path:
+        if name not in SCENARIO_NEEDS:
+            raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIO_NEEDS)}")
+        run_dir = self.root / name
+        if not run_dir.exists():
+            self._generate(SCENARIO_NEEDS[name])
+        return run_dir
+
+    def _generate(self, needs: tuple[str, ...]) -> None:
+        missing = [module for module in needs if importlib.util.find_spec(module) is None]
+        if missing:
+            pytest.skip(f"scenario needs {', '.join(missing)}, which is not installed")
+        if needs in self._failed:
+            pytest.fail(self._failed[needs], pytrace=False)
+        names = [n for n, n_needs in SCENARIO_NEEDS.items() if n_needs == needs and not (self.root / n).exists()]
+        # Write into a staging directory and move runs into place only on success, so a crash never leaves
+        # a half-written scenario that later tests would take for a finished one.
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        args = [arg for n in names for arg in (n, str(staging / n))]
+        result = subprocess.run(
+            [sys.executable, str(SCENARIOS_SCRIPT), *args], capture_output=True, text=True, timeout=900
+        )
+        if result.returncode != 0:
+            self._failed[needs] = (
+                f"scenarios.py {' '.join(names)} failed with status {result.returncode}:\n{result.stderr[-4000:]}"
+            )
+            pytest.fail(self._failed[needs], pytrace=False)
+        for n in names:
+            (staging / n).rename(self.root / n)
+        shutil.rmtree(staging)
+
+
+@pytest.fixture(scope="session")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> ScenarioCache:
+    """`scenario(name) -> Path`: the run directory of a scenario from tests/scenarios.py (do not modify it)."""
+    return ScenarioCache(tmp_path_factory.mktemp("scenarios"))
+
+
+@pytest.fixture
+def logdir_of(scenario: ScenarioCache, tmp_path: Path) -> Callable[..., Path]:
+    """`logdir_of(*names) -> Path`: a new logdir with a copy of each named scenario in a subdirectory of that name."""
+
+    def build(*names: str) -> Path:
+        logdir = Path(tempfile.mkdtemp(prefix="logdir-", dir=tmp_path))
+        for name in names:
+            shutil.copytree(scenario(name), logdir / name)
+        return logdir
+
+    return build

@@ -1,0 +1,242 @@
+"""Write one logging scenario per call: real writers, tiny models, a checkpoint beside the logs where noted.
+
+Run as `python tests/scenarios.py NAME OUTDIR [NAME OUTDIR ...]`; tests reach it through the `scenario` fixture.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# The four demo runs live in demo/train.py so their code exists once; it also sets the TF/Keras env vars.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from demo.train import (  # noqa: E402
+    EPOCHS,
+    SEED,
+    fresh_keras,
+    keras3_vname,
+    keras3_vpath,
+    tfkeras_fixed,
+    tfkeras_seed,
+    training_data,
+)
+
+
+class MyLayer(keras.layers.Layer):
+    """The seed article's layer ported to Keras 3: `my_variable1` in __init__, `my_variable2` in build()."""
+
+    def __init__(self, output_dim: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.output_dim = output_dim
+        self.v1 = self.add_weight(name="my_variable1", shape=[output_dim])
+
+    def build(self, input_shape) -> None:
+        self.v2 = self.add_weight(name="my_variable2", shape=[input_shape[1], self.output_dim])
+
+    def call(self, inputs):
+        return keras.ops.matmul(inputs, self.v2) + self.v1
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "output_dim": self.output_dim}
+
+
+class Keras313TensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback as it was before 3.14: weight histograms tagged `weight.name`, not `weight.path`."""
+
+    def _log_weights(self, epoch: int) -> None:
+        with self._train_writer.as_default():
+            for layer in self.model.layers:
+                for weight in layer.weights:
+                    self.summary.histogram(f"{weight.name.replace(':', '_')}/histogram", weight, step=epoch)
+
+
+def _dense3() -> keras.Model:
+    return keras.Sequential(
+        [keras.Input(shape=(5,)), keras.layers.Dense(4), keras.layers.Dense(4), keras.layers.Dense(3)]
+    )
+
+
+def keras3_callback(run_dir: Path) -> None:
+    """Keras 3 `keras.callbacks.TensorBoard(histogram_freq=1)` on the seed layer x3: clean (3.14+ logs `weight.path`).
+
+    Events in `train/` (TensorBoard run `<run>/train`), steps 0, 1, 2, each tag once per step:
+    `my_layer/my_variable1/histogram`, `sequential/my_layer/my_variable2/histogram`,
+    `my_layer_1/my_variable1/histogram`, `sequential/my_layer_1/my_variable2/histogram`,
+    `my_layer_2/my_variable1/histogram`, `sequential/my_layer_2/my_variable2/histogram`;
+    also `epoch_loss`, `epoch_learning_rate` (scalars) and `keras` (graph).
+    The __init__ weight's path lacks the `sequential/` prefix its build() sibling has: a user sees one layer's
+    weights under two different scopes. (Its TF variable name even reads `sequential/my_layer_1_1/my_variable2:0`
+    for the second layer's build weight; the tag uses the path, so that does not show.)
+    Checkpoint: `model.keras` (Keras v3 zip holding `model.weights.h5`).
+    """
+    fresh_keras()
+    model = keras.Sequential([MyLayer(3), MyLayer(3), MyLayer(3)])
+    model.compile(optimizer="adam", loss="mse")
+    x, y = training_data()
+    callback = keras.callbacks.TensorBoard(log_dir=str(run_dir), histogram_freq=1)
+    model.fit(x, y, epochs=EPOCHS, batch_size=8, verbose=0, callbacks=[callback])
+    model.save(str(run_dir / "model.keras"))
+
+
+def keras313_kernel(run_dir: Path) -> None:
+    """Keras 3 Dense x3 fit with the pre-3.14 callback behaviour (tag `weight.name + "/histogram"`): collisions.
+
+    Events in `train/` (TensorBoard run `<run>/train`), steps 0, 1, 2:
+    - `kernel/histogram`: 3 values per step (shapes [5, 4], [4, 4], [4, 3], in layer order).
+    - `bias/histogram`: 3 values per step (shapes [4], [4], [3]).
+    - also `epoch_loss`, `epoch_learning_rate` (scalars) and `keras` (graph).
+    Variable paths: `sequential/dense/kernel`, `sequential/dense/bias`, ..., `sequential/dense_2/bias`.
+    Checkpoint: `model.weights.h5` (Keras weights HDF5, `layers/dense/vars/0` = kernel, `vars/1` = bias, ...).
+    """
+    fresh_keras()
+    model = _dense3()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = training_data()
+    callback = Keras313TensorBoard(log_dir=str(run_dir), histogram_freq=1)
+    model.fit(x, y, epochs=EPOCHS, batch_size=8, verbose=0, callbacks=[callback])
+    model.save_weights(str(run_dir / "model.weights.h5"))
+
+
+def _train_torch(run_dir: Path, tag_of: Callable[[str], str]) -> None:
+    import torch
+    from safetensors.torch import save_file
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(SEED)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3)
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = (torch.from_numpy(a) for a in training_data())
+    writer = SummaryWriter(log_dir=str(run_dir))
+    for step in range(EPOCHS):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        writer.add_scalar("loss", loss.item(), step)
+        for name, p in model.named_parameters():
+            writer.add_histogram(tag_of(name), p.detach(), step)
+    writer.close()
+    save_file(model.state_dict(), str(run_dir / "model.safetensors"))
+
+
+def torch_leaf(run_dir: Path) -> None:
+    """PyTorch Linear-ReLU-Linear-ReLU-Linear, `SummaryWriter.add_histogram(name.split('.')[-1], p)`: collisions.
+
+    One event file in the run directory, steps 0, 1, 2:
+    - `weight`: 3 values per step (parameters `0.weight` [4, 5], `2.weight` [4, 4], `4.weight` [3, 4], in that order).
+    - `bias`: 3 values per step (`0.bias` [4], `2.bias` [4], `4.bias` [3]).
+    - `loss` (scalar) once per step. Histograms are legacy `HistogramProto` values, not TF2 tensors.
+    Checkpoint: `model.safetensors`, keys `0.weight`, `0.bias`, `2.weight`, `2.bias`, `4.weight`, `4.bias`.
+    """
+    _train_torch(run_dir, lambda name: name.split(".")[-1])
+
+
+def torch_full(run_dir: Path) -> None:
+    """Same PyTorch model and loop as `torch_leaf`, logging full parameter names: clean.
+
+    Tags `0.weight`, `0.bias`, `2.weight`, `2.bias`, `4.weight`, `4.bias`, each once per step at steps 0, 1, 2,
+    plus `loss`. Checkpoint: `model.safetensors` with the same keys.
+    """
+    _train_torch(run_dir, lambda name: name)
+
+
+def tbx_leaf(run_dir: Path) -> None:
+    """tensorboardX `SummaryWriter.add_histogram` of numpy arrays under leaf names: collisions.
+
+    Three "layers" of numpy weights (kernels [5, 4], [4, 4], [4, 3]; biases [4], [4], [3]) drift over 3 steps.
+    One event file in the run directory, steps 0, 1, 2:
+    - `kernel`: 3 values per step; `bias`: 3 values per step (layer order 0, 1, 2). Legacy `HistogramProto` values.
+    Checkpoint: `model.safetensors` (written with `safetensors.numpy`), keys `0.kernel`, `0.bias`, ..., `2.bias`.
+    """
+    from safetensors.numpy import save_file
+    from tensorboardX import SummaryWriter
+
+    rng = np.random.default_rng(SEED)
+    sizes = [(5, 4), (4, 4), (4, 3)]
+    weights = {}
+    for i, (fan_in, fan_out) in enumerate(sizes):
+        weights[f"{i}.kernel"] = rng.normal(size=(fan_in, fan_out)).astype("float32")
+        weights[f"{i}.bias"] = np.zeros(fan_out, dtype="float32")
+    writer = SummaryWriter(logdir=str(run_dir))
+    for step in range(EPOCHS):
+        for key, value in weights.items():
+            value += rng.normal(scale=0.1, size=value.shape).astype("float32")
+            writer.add_histogram(key.split(".")[-1], value, step)
+    writer.close()
+    save_file(weights, str(run_dir / "model.safetensors"))
+
+
+def _write_histograms(run_dir: Path, steps: range, rng: np.random.Generator) -> None:
+    writer = tf.summary.create_file_writer(str(run_dir))
+    with writer.as_default():
+        for step in steps:
+            tf.summary.histogram("dense/kernel", rng.normal(loc=step, size=(5, 4)), step=step)
+            tf.summary.histogram("dense/bias", rng.normal(loc=step, size=(4,)), step=step)
+    writer.close()
+
+
+def resumed(run_dir: Path) -> None:
+    """A resumed job: one `tf.summary` writer logs steps 0..5 and closes, a second logs steps 4..9 in the same run.
+
+    Two event files in the run directory (`...0.v2` then `...1.v2`, same host and pid, different counter suffix),
+    tags `dense/kernel` and `dense/bias`, each once per step per file: file 1 holds steps 0-5, file 2 steps 4-9.
+    Cross-file collision for both tags at steps 4 and 5 (2 files each); no same-step collision. No checkpoint.
+    """
+    rng = np.random.default_rng(SEED)
+    _write_histograms(run_dir, range(0, 6), rng)
+    _write_histograms(run_dir, range(4, 10), rng)
+
+
+def multi_run(logdir: Path) -> None:
+    """Three sibling runs `run_a`, `run_b`, `run_c` under the given directory, the same tags in each: clean.
+
+    Each run has one event file with `dense/kernel` and `dense/bias` once per step at steps 0..4.
+    A tag shared by several runs is not a collision. No checkpoint.
+    """
+    rng = np.random.default_rng(SEED)
+    for run in ("run_a", "run_b", "run_c"):
+        _write_histograms(logdir / run, range(5), rng)
+
+
+SCENARIOS: dict[str, Callable[[Path], object]] = {
+    "tfkeras_seed": tfkeras_seed,
+    "tfkeras_fixed": tfkeras_fixed,
+    "keras3_vname": keras3_vname,
+    "keras3_vpath": keras3_vpath,
+    "keras3_callback": keras3_callback,
+    "keras313_kernel": keras313_kernel,
+    "torch_leaf": torch_leaf,
+    "torch_full": torch_full,
+    "tbx_leaf": tbx_leaf,
+    "resumed": resumed,
+    "multi_run": multi_run,
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or len(argv) % 2:
+        print(f"usage: scenarios.py NAME OUTDIR [NAME OUTDIR ...]; names: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    pairs = list(zip(argv[::2], argv[1::2], strict=True))
+    unknown = [name for name, _ in pairs if name not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}; names: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    for name, outdir in pairs:
+        out = Path(outdir)
+        out.mkdir(parents=True, exist_ok=True)
+        SCENARIOS[name](out)
+        print(f"{name}: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
