@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable
 
-from tb_varscope_plugin.collisions import find_collisions
+import numpy as np
+
+from tb_varscope_plugin.attribution import attribute_lanes
+from tb_varscope_plugin.checkpoint import Checkpoint, CheckpointError, find_checkpoint, mtime, read_checkpoint
+from tb_varscope_plugin.collisions import SAME_STEP, find_collisions
+from tb_varscope_plugin.groups import group_tags
 from tb_varscope_plugin.run_index import LogdirIndex, RunIndex
 
 SCHEMA = "tb-varscope/1"
 
 
 class Reporter:
-    """Builds the report of an index, redoing a run's part only when that run has read new values."""
+    """Builds the report of an index, redoing a run's part only when that run has read new values or its checkpoint
+    changed.
 
-    def __init__(self, index: LogdirIndex) -> None:
+    `checkpoints`: none to find each run's own, one for every run, or several, each run taking the one nearest it.
+    """
+
+    def __init__(self, index: LogdirIndex, checkpoints: list[str] | None = None) -> None:
         self.index = index
-        self._runs: dict[str, tuple[int, dict]] = {}  # run name -> (generation it was built at, its report)
+        self.checkpoints = list(checkpoints or [])
+        self._read: dict[tuple[str, float | None], Checkpoint | CheckpointError] = {}  # (path, mtime) -> result
+        self._runs: dict[str, tuple[tuple, dict, list[dict]]] = {}  # run -> (cache key, its report, its warnings)
 
     def report(self) -> dict:
         """The whole document for what the index has read so far."""
@@ -32,27 +44,87 @@ class Reporter:
             "runs": runs,
         }
 
+    def checkpoint_path(self, run: RunIndex) -> str | None:
+        """The checkpoint that names `run`'s variables, if any."""
+        if not self.checkpoints:
+            return find_checkpoint(run.path, self.index.logdir)
+        return max(self.checkpoints, key=lambda p: _shared_depth(p, run.path))  # max keeps the first of equals
+
+    def _checkpoint(self, path: str | None) -> tuple[tuple, Checkpoint | None, list[dict]]:
+        if path is None:
+            return (None,), None, []
+        stamp = (path, _mtime(path))
+        if stamp not in self._read:
+            try:
+                self._read[stamp] = read_checkpoint(path)
+            except CheckpointError as error:
+                self._read[stamp] = error
+        found = self._read[stamp]
+        if isinstance(found, CheckpointError):
+            return stamp, None, [_checkpoint_warning(path, found)]
+        return stamp, found, []
+
     def _run_report(self, run: RunIndex) -> dict:
+        stamp, checkpoint, extra = self._checkpoint(self.checkpoint_path(run))
+        key = (run.generation, stamp)
         cached = self._runs.get(run.name)
-        if cached is not None and cached[0] == run.generation:
-            report = cached[1]
+        if cached is not None and cached[0] == key:
+            report, extra = cached[1], cached[2]
         else:
-            report = build_run_report(run)
-            self._runs[run.name] = (run.generation, report)
+            try:
+                report = build_run_report(run, checkpoint)
+            except CheckpointError as error:
+                # The index read but a variable's data did not: report the run as if it had no checkpoint.
+                report = build_run_report(run, None)
+                extra = [_checkpoint_warning(checkpoint.path, error)]
+            self._runs[run.name] = (key, report, extra)
         # Damage and torn tails can change without new values arriving, so warnings are always fresh.
-        return {**report, "warnings": run.warnings()}
+        return {**report, "warnings": run.warnings() + extra}
 
 
-def build_run_report(run: RunIndex) -> dict:
-    """One run's part of the report."""
+def _checkpoint_warning(path: str, error: CheckpointError) -> dict:
+    return {"file": path, "offset": 0, "message": f"checkpoint not read: {error}"}
+
+
+def _shared_depth(path: str, directory: str) -> int:
+    """How many leading directories a checkpoint path shares with a run directory."""
+    a = posixpath.dirname(path.rstrip("/")).split("/")
+    b = directory.rstrip("/").split("/")
+    depth = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        depth += 1
+    return depth
+
+
+def _mtime(path: str) -> float | None:
+    # A TF checkpoint is named by its prefix; its `.index` file changes with every save.
+    stamps = [mtime(path), mtime(path + ".index")]
+    return max((t for t in stamps if t is not None), default=None)
+
+
+def build_run_report(run: RunIndex, checkpoint: Checkpoint | None = None) -> dict:
+    """One run's part of the report, its lanes and groups attributed from `checkpoint` when there is one."""
+    collisions = find_collisions(run)
+    values: dict[str, np.ndarray] = {}  # variables loaded once, shared by attribution and grouping
+    for collision in collisions:
+        if collision["kind"] == SAME_STEP:
+            attribute_lanes(run, collision, checkpoint, values)
     return {
         "run": run.name,
         "event_files": len(run.files),
         "histogram_tags": len(run.histogram_tags()),
-        "checkpoint": None,
+        "checkpoint": None
+        if checkpoint is None
+        else {
+            "path": checkpoint.path,
+            "format": checkpoint.format,
+            "variables": sum(1 for v in checkpoint.variables if not v.slot),
+        },
         "warnings": run.warnings(),
-        "collisions": find_collisions(run),
-        "groups": [],
+        "collisions": collisions,
+        "groups": group_tags(run, collisions, checkpoint, values),
     }
 
 
@@ -69,4 +141,4 @@ def scan(
     """
     index = LogdirIndex(logdir, run_filter)
     index.reload(progress)
-    return Reporter(index).report()
+    return Reporter(index, checkpoints).report()
