@@ -13,10 +13,11 @@ import {formatValue} from './format.js';
  *            yAxisTitle: string}} ChartLayout
  */
 
-/** Width and height of every chart's SVG viewBox; the SVG itself scales to its box. */
+/** @type {number} Width of every chart's SVG viewBox; the SVG itself scales to its box. */
 export const CHART_WIDTH = 440;
+/** @type {number} Height of every chart's SVG viewBox. */
 export const CHART_HEIGHT = 300;
-/** TensorBoard keeps up to 500 histograms per tag; a ridge plot stays readable with fewer. */
+/** @type {number} TensorBoard keeps up to 500 histograms per tag; a ridge plot stays readable with fewer. */
 export const MAX_RIDGES = 100;
 const BIN_COUNT = 30;
 /** Hues of lanes 0, 1, 2, ...: distinct at a glance, orange first like TensorBoard's first run. */

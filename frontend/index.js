@@ -191,7 +191,7 @@ class App {
       figures.push(this.chartFigure({
         testid: 'tensorboard-view-chart', lane: null, title: 'What TensorBoard shows',
         subtitle: 'the last value written at each step, coloured by the lane that wrote it', accent: true, series: shown,
-        error: loaded ? null : 'Some lanes could not be loaded.',
+        error: loaded ? null : `It needs every lane; ${failedLanesText(lanes)}.`,
       }));
     } else {
       view.note.textContent = 'One writer per step: TensorBoard shows this tag as it is.';
@@ -285,4 +285,14 @@ function hiddenLanesText(shown, lanes) {
   const hiddenText = hidden.length === 0 ? '' :
     ` ${hidden.length === 1 ? 'Lane' : 'Lanes'} ${hidden.join(', ')} never ${hidden.length === 1 ? 'shows' : 'show'}.`;
   return `TensorBoard keeps only the last value written at each step, so it shows ${parts.join(', ')}.${hiddenText}`;
+}
+
+/**
+ * "lane 1 failed to load", "lanes 0, 2 failed to load".
+ * @param {!Array<LaneData>} lanes
+ * @return {string}
+ */
+function failedLanesText(lanes) {
+  const failed = lanes.filter((lane) => lane.series === null).map((lane) => lane.lane);
+  return `${failed.length === 1 ? 'lane' : 'lanes'} ${failed.join(', ')} failed to load`;
 }

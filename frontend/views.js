@@ -366,7 +366,8 @@ function createTreeItem(node, options) {
   const children = el('ul', {className: 'tree-level'});
   children.append(...node.children.map((child) => createTreeItem(child, options)));
   if (node.children.length === 0) {
-    children.append(el('li', {className: 'hint', text: 'no histogram logged'}));
+    const why = node.kind === 'run' ? 'no layer groups or colliding tags reported' : 'no histogram logged';
+    children.append(el('li', {className: 'hint', text: why}));
   }
   details.append(summary, children);
   item.append(details);
