@@ -5,6 +5,7 @@ Each format has its own reader module (`tf_bundle`, `keras_h5`, `safetensors`); 
 
 from __future__ import annotations
 
+import codecs
 import os
 import posixpath
 import re
@@ -180,7 +181,8 @@ def _state_file_prefix(directory: str) -> str | None:
     match = _STATE_PATH.search(text)
     if match is None:
         return None
-    named = match.group(1).encode().decode("unicode_escape")
+    # Text-format protos C-escape the path; escape_decode undoes that and leaves UTF-8 bytes intact.
+    named = codecs.escape_decode(match.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
     # A run copied from another machine keeps absolute paths of the old place; the file sits beside us.
     for prefix in (posixpath.join(directory, named), posixpath.join(directory, posixpath.basename(named))):
         if gfile.exists(prefix + ".index"):

@@ -100,3 +100,10 @@ def test_read_checkpoint_names_what_is_not_a_checkpoint(tmp_path):
         read_checkpoint(str(tmp_path / "nothing" / "ckpt-1"))
     with pytest.raises(CheckpointError, match="gone.weights.h5: cannot read"):
         read_checkpoint(str(tmp_path / "gone.weights.h5"))
+
+
+def test_state_file_path_with_escapes_and_unicode(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / 'modèle "a"-3.index')
+    (run / "checkpoint").write_text('model_checkpoint_path: "modèle \\"a\\"-3"\n', encoding="utf-8")
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / 'modèle "a"-3')
