@@ -1,0 +1,95 @@
+"""The demo trains for real and leaves what its printout promises: two runs that collide, two that do not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tb_varscope_plugin import scan
+from tb_varscope_plugin.cli import main
+
+DEMO = Path(__file__).resolve().parents[1] / "demo" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def demo_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    pytest.importorskip("tf_keras")
+    logdir = tmp_path_factory.mktemp("demo") / "demo-logs"
+    result = subprocess.run(
+        [sys.executable, str(DEMO), "--logdir", str(logdir)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return logdir, result.stdout
+
+
+@pytest.mark.slow
+def test_demo_prints_its_runs_and_the_next_commands(demo_logs) -> None:
+    logdir, out = demo_logs
+
+    for run in ("1-tfkeras-init-weight", "2-tfkeras-build-weight", "3-keras3-v-name", "4-keras3-v-path"):
+        assert f"wrote {logdir / run}" in out
+    assert f"tb-varscope scan {logdir}" in out
+    assert f"tensorboard --logdir {logdir}" in out
+
+
+@pytest.mark.slow
+def test_scan_finds_the_seed_layer_and_v_name_collisions_only(demo_logs) -> None:
+    report = scan(str(demo_logs[0]))
+
+    collisions = {run["run"]: sorted(c["tag"] for c in run["collisions"]) for run in report["runs"]}
+    assert collisions == {
+        "1-tfkeras-init-weight/train": ["my_variable1_0/histogram"],
+        "2-tfkeras-build-weight/train": [],
+        "3-keras3-v-name": ["bias", "kernel"],
+        "4-keras3-v-path": [],
+    }
+    assert report["summary"] == {"runs": 4, "histogram_tags": 18, "collisions": 3}
+
+
+@pytest.mark.slow
+def test_each_lane_is_named_after_the_layer_that_wrote_it(demo_logs) -> None:
+    runs = {run["run"]: run for run in scan(str(demo_logs[0]))["runs"]}
+
+    def lanes(run: str, tag: str) -> list[tuple[str, list[int]]]:
+        (collision,) = (c for c in runs[run]["collisions"] if c["tag"] == tag)
+        assert (collision["kind"], collision["writers"], collision["steps"]) == ("same-step", 3, 3)
+        return [(lane["variable"], lane["shape"]) for lane in collision["lanes"]]
+
+    assert lanes("1-tfkeras-init-weight/train", "my_variable1_0/histogram") == [
+        ("my_layer/my_variable1", [3]),
+        ("my_layer_1/my_variable1", [3]),
+        ("my_layer_2/my_variable1", [3]),
+    ]
+    assert lanes("3-keras3-v-name", "kernel") == [
+        ("sequential/dense/kernel", [5, 4]),
+        ("sequential/dense_1/kernel", [4, 4]),
+        ("sequential/dense_2/kernel", [4, 3]),
+    ]
+    assert lanes("3-keras3-v-name", "bias") == [
+        ("sequential/dense/bias", [4]),
+        ("sequential/dense_1/bias", [4]),
+        ("sequential/dense_2/bias", [3]),
+    ]
+
+
+@pytest.mark.slow
+def test_every_demo_run_finds_the_checkpoint_saved_beside_it(demo_logs) -> None:
+    logdir = demo_logs[0]
+
+    for run in scan(str(logdir))["runs"]:
+        top = run["run"].split("/")[0]
+        assert run["checkpoint"] is not None, run["run"]
+        assert Path(run["checkpoint"]["path"]).is_relative_to(logdir / top)
+        assert run["checkpoint"]["variables"] == 6
+
+
+@pytest.mark.slow
+def test_cli_on_the_demo_reports_collisions_like_a_linter(demo_logs, capsys) -> None:
+    assert main(["scan", str(demo_logs[0])]) == 1
+
+    out = capsys.readouterr().out
+    assert "COLLISION my_variable1_0/histogram" in out
+    assert out.rstrip().endswith("3 collisions in 2 of 4 runs, 18 histogram tags read.")
