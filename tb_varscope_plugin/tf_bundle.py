@@ -32,7 +32,8 @@ _BLOCK_TRAILER_SIZE = 5
 _CRC_MASK_DELTA = 0xA282EAD8
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # Objects whose variables are optimizer state, not layer weights: found by the edge that reaches them
-# (tf.train.Checkpoint(optimizer=...), a Keras model's `optimizer`) or by their step counter child.
+# (tf.train.Checkpoint(optimizer=...), a Keras model's `optimizer`), by their step counter child, or by the
+# slot variables they own (TF1 and Keras 2 legacy optimizers).
 _OPTIMIZER_EDGES = frozenset({"optimizer", "_optimizer"})
 _OPTIMIZER_COUNTERS = frozenset({"_iterations", "iter"})
 _BOOKKEEPING = frozenset({"save_counter"})
@@ -316,7 +317,9 @@ def _object_variables(
 ) -> list[Variable]:
     nodes = graph.nodes
     optimizers = {c.node_id for n in nodes for c in n.children if c.local_name in _OPTIMIZER_EDGES}
-    optimizers |= {i for i, n in enumerate(nodes) if any(c.local_name in _OPTIMIZER_COUNTERS for c in n.children)}
+    for node_id, node in enumerate(nodes):
+        if node.slot_variables or any(c.local_name in _OPTIMIZER_COUNTERS for c in node.children):
+            optimizers.add(node_id)
     # Breadth-first from the root in child order, as TensorFlow names checkpoint keys, but never through an
     # optimizer: Keras 3 models are reachable through `optimizer/_trainable_variables` first, and what is
     # reachable only that way is optimizer state.

@@ -201,6 +201,21 @@ def test_every_dtype_round_trips(tf, tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+def test_optimizers_under_any_name_hold_slots(tf, tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    w, u = tf.Variable([1.0, 2.0], name="w"), tf.Variable([3.0], name="u")
+    tf1_adam, legacy_adam = tf.compat.v1.train.AdamOptimizer(), tf_keras.optimizers.legacy.Adam()
+    tf1_adam.minimize(lambda: tf.reduce_sum(w * w), var_list=[w])
+    legacy_adam.minimize(lambda: tf.reduce_sum(u * u), var_list=[u])
+    prefix = tf.train.Checkpoint(w=w, u=u, opt=tf1_adam, opt2=legacy_adam).save(str(tmp_path / "c"))
+    records = read_checkpoint(prefix).variables
+    assert {v.path for v in records if not v.slot} == {"w", "u"}
+    slots = {v.key: v for v in records if v.slot}
+    assert "w/.OPTIMIZER_SLOT/opt/m/.ATTRIBUTES/VARIABLE_VALUE" in slots
+    assert "opt/beta1_power/.ATTRIBUTES/VARIABLE_VALUE" in slots
+    assert "opt2/iter/.ATTRIBUTES/VARIABLE_VALUE" in slots
+
+
 def _copy(prefix: str, dest: Path) -> str:
     for path in Path(prefix).parent.glob(Path(prefix).name + ".*"):
         shutil.copy(path, dest / path.name)
