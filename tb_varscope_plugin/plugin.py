@@ -1,0 +1,228 @@
+"""The `varscope` TensorBoard plugin: the VarScope tab's ES modules, the report, and one lane of a tag's histograms.
+
+The plugin reads the logdir itself: TensorBoard's data server keeps one value per tag and step, which drops the
+very values a collision is made of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import logging
+import random
+import re
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tensorboard import errors
+from tensorboard.backend import http_util
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from tb_varscope_plugin.report import Reporter
+from tb_varscope_plugin.run_index import LogdirIndex, RunIndex, ValueRef
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_NAME = "varscope"
+
+# The files of the frontend folder that are served, by suffix; anything else in the folder stays private.
+FRONTEND_TYPES = {".js": "text/javascript", ".css": "text/css"}
+
+# TensorBoard's defaults: `--reload_interval` and the histograms kept per series (`--samples_per_plugin`).
+DEFAULT_RELOAD_INTERVAL = 5.0
+DEFAULT_HISTOGRAM_SAMPLES = 500
+
+# While a large logdir is first read, the report is republished this often so the tab fills in run by run.
+PUBLISH_INTERVAL = 1.0
+
+_LANE = re.compile(r"[0-9]+")
+
+
+def frontend_folder() -> Traversable:
+    """The folder of the tab's ES modules: package `tb_varscope_plugin.frontend` (`frontend/` in the source tree)."""
+    try:
+        return importlib.resources.files("tb_varscope_plugin.frontend")
+    except ModuleNotFoundError:
+        # An editable install cannot map a data-only package below a regular one, and a source checkout on
+        # sys.path does not map it at all; there the folder sits beside the package directory.
+        return Path(__file__).resolve().parent.parent / "frontend"
+
+
+def downsample(items: list, k: int) -> list:
+    """At most `k` of `items` in order, always the last, the rest uniformly at random with a fixed seed.
+
+    The same choice TensorBoard's histogram data makes, so a long series looks the same in both tabs.
+    """
+    if k >= len(items):
+        return list(items)
+    if k == 0:
+        return []
+    chosen = sorted(random.Random(0).sample(range(len(items) - 1), k - 1))
+    return [items[i] for i in chosen] + [items[-1]]
+
+
+class VarScopePlugin(base_plugin.TBPlugin):
+    """Serves the report of TensorBoard's logdir and the histograms of each lane of a colliding tag."""
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext) -> None:
+        self._reload_interval = getattr(context.flags, "reload_interval", DEFAULT_RELOAD_INTERVAL)
+        self._checkpoint = getattr(context.flags, "varscope_checkpoint", None)
+        # Collisions are made of histogram data, so the user's limit for the histograms tab applies here too.
+        self._samples = (context.sampling_hints or {}).get("histograms", DEFAULT_HISTOGRAM_SAMPLES)
+        folder = frontend_folder()
+        self._frontend = {
+            item.name: (item, FRONTEND_TYPES[Path(item.name).suffix])
+            for item in folder.iterdir()
+            if item.is_file() and Path(item.name).suffix in FRONTEND_TYPES
+        }
+        self._index = LogdirIndex(context.logdir)
+        self._reporter = Reporter(self._index)
+        # `_index_lock` is held while the index is read or queried; `_report_lock` only to swap the published
+        # report or start the reader, so `/report` never waits for a read in progress.
+        self._index_lock = threading.Lock()
+        self._report_lock = threading.Lock()
+        self._report = self._reporter.report()
+        self._published_at = 0.0
+        self._reader: threading.Thread | None = None
+
+    def get_plugin_apps(self) -> dict:
+        # One exact route per frontend file, fixed when TensorBoard starts: no path a request names can
+        # reach a file outside the folder.
+        apps = {"/" + name: self._frontend_app(name) for name in self._frontend}
+        apps["/report"] = self._serve_report
+        apps["/histograms"] = self._serve_histograms
+        return apps
+
+    def is_active(self) -> bool:
+        return False  # TensorBoard enables the tab whenever the logdir has data of `data_plugin_names()`
+
+    def data_plugin_names(self) -> tuple[str, ...]:
+        return ("histograms",)
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="VarScope")
+
+    def _frontend_app(self, name: str):
+        @wrappers.Request.application
+        def serve(request: wrappers.Request) -> wrappers.Response:
+            self._start_reading()
+            body, mime_type = self.frontend_impl(name)
+            return http_util.Respond(request, body, mime_type)
+
+        return serve
+
+    @wrappers.Request.application
+    def _serve_report(self, request: wrappers.Request) -> wrappers.Response:
+        self._start_reading()
+        return http_util.Respond(request, self.report_impl(), "application/json")
+
+    @wrappers.Request.application
+    def _serve_histograms(self, request: wrappers.Request) -> wrappers.Response:
+        self._start_reading()
+        body = self.histograms_impl(request.args.get("run"), request.args.get("tag"), request.args.get("lane"))
+        return http_util.Respond(request, body, "application/json")
+
+    def frontend_impl(self, name: str) -> tuple[bytes, str]:
+        """`(content, mime type)` of a file of the frontend folder, as listed when the plugin was loaded."""
+        item, mime_type = self._frontend[name]
+        return item.read_bytes(), mime_type
+
+    def report_impl(self) -> dict:
+        """The report document as far as the logdir has been read."""
+        with self._report_lock:
+            return self._report
+
+    def histograms_impl(self, run: str | None, tag: str | None, lane: str | None) -> list:
+        """`[[wall_time, step, [[left, right, count], ...]], ...]` of one lane of a tag, one entry per step.
+
+        Raises:
+          tensorboard.errors.InvalidArgumentError: a parameter is missing, or `lane` is no non-negative integer.
+          tensorboard.errors.NotFoundError: no such run or tag, or the tag has fewer lanes.
+        """
+        for name, value in (("run", run), ("tag", tag), ("lane", lane)):
+            if value is None:
+                raise errors.InvalidArgumentError(f"missing query parameter `{name}`")
+        if not _LANE.fullmatch(lane):
+            raise errors.InvalidArgumentError(f"`lane` must be a non-negative integer, not {lane!r}")
+        run_index, refs = self._lane_refs(run, tag, int(lane))
+        # Decoding reads the event files at recorded offsets only, so it needs no lock.
+        return [[ref.wall_time, ref.step, run_index.decode(ref).tolist()] for ref in refs]
+
+    def _lane_refs(self, run: str, tag: str, lane: int) -> tuple[RunIndex, list[ValueRef]]:
+        with self._index_lock:
+            run_index = self._index.runs.get(run)
+            if run_index is None:
+                raise errors.NotFoundError(f"no run {run!r}")
+            lanes = run_index.lane_count(tag)
+            if lanes == 0:
+                raise errors.NotFoundError(f"no histogram tag {tag!r} in run {run!r}")
+            if lane >= lanes:
+                raise errors.NotFoundError(f"tag {tag!r} of run {run!r} has {lanes} lane(s), no lane {lane}")
+            refs = run_index.lane_refs(tag, lane)
+        return run_index, downsample(refs, self._samples)
+
+    def reload_impl(self) -> None:
+        """Reads what the logdir has gained since the last call and publishes the new report."""
+        with self._index_lock:
+            self._index.reload(progress=self._publish_while_reading)
+            self._publish()
+
+    def _publish_while_reading(self, run_name: str) -> None:
+        # Called before each run is read, with the runs before it complete.
+        if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
+            self._publish()
+
+    def _publish(self) -> None:
+        report = self._reporter.report()
+        with self._report_lock:
+            self._report = report
+        self._published_at = time.monotonic()
+
+    def _start_reading(self) -> None:
+        # Reading starts when someone opens the tab, not when TensorBoard starts: a user who never looks at
+        # VarScope pays nothing for it.
+        with self._report_lock:
+            if self._reader is not None:
+                return
+            self._reader = threading.Thread(target=self._read_forever, name="varscope-reader", daemon=True)
+        self._reader.start()
+
+    def _read_forever(self) -> None:
+        while True:
+            try:
+                self.reload_impl()
+            except Exception:
+                # A failed pass (a logdir on a flaky filesystem) must not stop later passes; like TensorBoard's
+                # own reload loop, log it and try again.
+                logger.exception("VarScope: reading %s failed", self._index.logdir)
+            if not self._reload_interval:
+                return
+            time.sleep(self._reload_interval)
+
+
+class VarScopeLoader(base_plugin.TBLoader):
+    """Adds `--varscope_checkpoint` to TensorBoard's flags and makes the plugin."""
+
+    def define_flags(self, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group(PLUGIN_NAME)
+        group.add_argument(
+            "--varscope_checkpoint",
+            metavar="PATH",
+            default=None,
+            help="Checkpoint the VarScope tab names colliding variables from, for every run (a TF checkpoint "
+            "prefix, `*.weights.h5`, `*.keras` or `*.safetensors`). Default: found beside each run's logs.",
+        )
+
+    def load(self, context: base_plugin.TBContext) -> VarScopePlugin | None:
+        if not context.logdir:
+            # `--logdir_spec` and other sources without one directory to read: VarScope reads event files itself.
+            return None
+        return VarScopePlugin(context)
