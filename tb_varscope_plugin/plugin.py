@@ -74,7 +74,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext) -> None:
         self._reload_interval = getattr(context.flags, "reload_interval", DEFAULT_RELOAD_INTERVAL)
-        self._checkpoint = getattr(context.flags, "varscope_checkpoint", None)
+        checkpoint = getattr(context.flags, "varscope_checkpoint", None)
         # Collisions are made of histogram data, so the user's limit for the histograms tab applies here too.
         self._samples = (context.sampling_hints or {}).get("histograms", DEFAULT_HISTOGRAM_SAMPLES)
         folder = frontend_folder()
@@ -84,7 +84,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
             if item.is_file() and Path(item.name).suffix in FRONTEND_TYPES
         }
         self._index = LogdirIndex(context.logdir)
-        self._reporter = Reporter(self._index)
+        self._reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
         # `_index_lock` is held while the index is read or queried; `_report_lock` only to swap the published
         # report or start the reader, so `/report` never waits for a read in progress.
         self._index_lock = threading.Lock()

@@ -21,6 +21,7 @@ from tb_varscope_plugin import plugin as plugin_module
 from tb_varscope_plugin.plugin import VarScopeLoader, VarScopePlugin
 
 ROUTES = "/data/plugin/varscope"
+LAYERS = ["my_layer", "my_layer_1", "my_layer_2"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -329,12 +330,32 @@ def test_tab_is_enabled_when_the_logdir_has_histograms(tmp_path):
     assert scalars_only["enabled"] is False
 
 
-def test_checkpoint_flag_and_loader(tmp_path):
-    plugin = load_plugin(tmp_path, "--varscope_checkpoint", str(tmp_path / "ckpt" / "ckpt-1"))
+def test_varscope_checkpoint_flag_names_the_lanes_from_that_checkpoint(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(0)
+    weights = {"0.weight": rng.normal(size=(4, 5)), "2.weight": rng.normal(loc=5.0, size=(3, 4))}
+    weights = {key: value.astype("float32") for key, value in weights.items()}
+    # PyTorch-style leaf names: both layers log under `weight`.
+    events = [histogram_event(step, "weight", weights[key], legacy=True) for step in range(2) for key in weights]
+    write_events(str(tmp_path / "logs" / "train" / "events.out.tfevents.1.a"), events)
+    checkpoint = tmp_path / "exported" / "model.safetensors"  # not beside the run: only the flag finds it
+    checkpoint.parent.mkdir()
+    safetensors_numpy.save_file(weights, str(checkpoint))
+    plugin = load_plugin(tmp_path / "logs", "--varscope_checkpoint", str(checkpoint))
+    plugin.reload_impl()
+
+    (run,) = client(plugin).get(f"{ROUTES}/report").get_json()["runs"]
+
+    assert run["checkpoint"] == {"path": str(checkpoint), "format": "safetensors", "variables": 2}
+    assert [lane["variable"] for lane in run["collisions"][0]["lanes"]] == ["0.weight", "2.weight"]
+
+
+def test_loader_makes_the_plugin_only_for_a_single_logdir(tmp_path):
+    plugin = load_plugin(tmp_path)
     assert isinstance(plugin, VarScopePlugin)
     assert plugin.frontend_metadata().es_module_path in plugin.get_plugin_apps()
     assert plugin.data_plugin_names() == ("histograms",)
-    # Without a single logdir (`--logdir_spec`) there is nothing for VarScope to read.
+    # Without one logdir (`--logdir_spec`, a remote data server) there is nothing for VarScope to read.
     assert VarScopeLoader().load(base_plugin.TBContext(logdir="", flags=argparse.Namespace())) is None
 
 
@@ -370,6 +391,7 @@ def test_tf_keras_callback_collision_lanes_are_served(scenario):
     assert run["run"] == "train"
     (collision,) = run["collisions"]
     assert (collision["tag"], collision["writers"]) == ("my_variable1_0/histogram", 3)
+    assert [lane["variable"] for lane in collision["lanes"]] == [f"{layer}/my_variable1" for layer in LAYERS]
     lanes = [histograms(http, "train", collision["tag"], lane).get_json() for lane in range(3)]
     assert all([step for _, step, _ in series] == [0, 1, 2] for series in lanes)
     assert all(sum(b[2] for b in series[-1][2]) == 3 for series in lanes)
