@@ -93,10 +93,11 @@ def tfkeras_seed(run_dir: Path) -> tf_keras.Model:
 
     Events in `train/` (TensorBoard run `<run>/train`), 3 epochs = steps 0, 1, 2:
     - `my_variable1_0/histogram`: 3 values at each step, one per layer, in layer order — the collision.
-      All three variables are named `my_variable1:0` (made before the layer had a name scope).
+      All three variables are named `my_variable1:0` (made before the layer had a name scope); the build()
+      weights are `my_layer/my_variable2:0`, `my_layer_1/...`, `my_layer_2/...` (no `sequential/` prefix).
     - `my_layer/my_variable2_0/histogram`, `my_layer_1/my_variable2_0/histogram`,
       `my_layer_2/my_variable2_0/histogram`: 1 value per step each (shapes [5, 3], [3, 3], [3, 3]).
-    - also `epoch_loss` (scalar) and `keras` (the graph), once.
+    - also `epoch_loss` (scalar, each step) and `keras` (the graph, step 0).
     Checkpoint: TF object-based, `ckpt/checkpoint` + `ckpt/ckpt-1.index` + `ckpt/ckpt-1.data-00000-of-00001`,
     keys `model/layer_with_weights-K/my_variable1/.ATTRIBUTES/VARIABLE_VALUE` ([3]) and `.../my_variable2/...`
     ([5, 3], [3, 3], [3, 3]) for K = 0, 1, 2.

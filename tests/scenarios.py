@@ -71,9 +71,10 @@ def keras3_callback(run_dir: Path) -> None:
     `my_layer_2/my_variable1/histogram`, `sequential/my_layer_2/my_variable2/histogram`;
     also `epoch_loss`, `epoch_learning_rate` (scalars) and `keras` (graph).
     The __init__ weight's path lacks the `sequential/` prefix its build() sibling has: a user sees one layer's
-    weights under two different scopes. (Its TF variable name even reads `sequential/my_layer_1_1/my_variable2:0`
-    for the second layer's build weight; the tag uses the path, so that does not show.)
-    Checkpoint: `model.keras` (Keras v3 zip holding `model.weights.h5`).
+    weights under two different scopes. `weight.name` is the bare `my_variable1` / `my_variable2` for all three.
+    Checkpoint: `model.keras` (Keras v3 zip: `config.json`, `metadata.json`, `model.weights.h5` with
+    `layers/my_layer/vars/0` = my_variable1 [3], `vars/1` = my_variable2 [5, 3], same for `my_layer_1`, `my_layer_2`,
+    plus `optimizer/vars/*`).
     """
     fresh_keras()
     model = keras.Sequential([MyLayer(3), MyLayer(3), MyLayer(3)])
