@@ -17,12 +17,12 @@ from tb_varscope_plugin.run_index import RunIndex, ValueRef
 
 # A distance this small is float noise: the values are the checkpoint's.
 EXACT = 1e-9
+# Assignments whose costs differ by less than this are equally good.
+TIE = 1e-6
 # How much worse the best other assignment must be before a match counts as certain.
 CLEAR_MARGIN = 0.1
-# Costs of pairs that cannot be matched (different element count); kept finite for the assignment.
-_IMPOSSIBLE = 1e6
-# Equal costs are broken toward write order (lane k -> k-th candidate) with a nudge far below EXACT.
-_ORDER_NUDGE = 1e-12
+# Equal costs are broken toward write order (lane k -> k-th candidate) with a nudge far below TIE.
+_ORDER_NUDGE = 1e-10
 
 _SEGMENT_SPLIT = re.compile(r"[/.]")
 _HISTOGRAM_SUFFIX = "/histogram"
@@ -71,9 +71,12 @@ def match_score(tag: str, name: str) -> int:
     `kernel` ~ `sequential/dense_1/kernel` (1), `weight` ~ `2.weight` (1), `my_variable1_0/histogram` ~
     `my_variable1` (1), `dense/kernel` ~ `sequential/dense/kernel` (2); `dense/kernel` !~ `dense_1/kernel`.
     """
-    target = name_segments(name)
+    return _segments_score(tag_forms(tag), name_segments(name))
+
+
+def _segments_score(forms: list[list[str]], target: list[str]) -> int:
     best = 0
-    for form in tag_forms(tag):
+    for form in forms:
         common = 0
         for a, b in zip(reversed(form), reversed(target), strict=False):
             if a != b:
@@ -92,24 +95,63 @@ def tag_leaf(tag: str) -> str:
 
 def has_names(checkpoint: Checkpoint) -> bool:
     """False for formats that store weights by position only (Keras 3 `.weights.h5`, `.keras`)."""
-    return any(v.name is not None for v in checkpoint.variables if not v.slot)
+    return _names_of(checkpoint).named
+
+
+class _Names:
+    """A checkpoint's layer weights indexed by every tail of their names (or, nameless, of their layers), so a
+    tag is looked up in a few dictionary probes rather than compared with every variable."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.weights = sorted((v for v in checkpoint.variables if not v.slot), key=lambda v: _natural_key(v.key))
+        self.named = any(v.name is not None for v in self.weights)
+        self.ending: dict[tuple[str, ...], set[int]] = {}  # a tail of a name -> the weights whose name ends so
+        self.whole: dict[tuple[str, ...], set[int]] = {}  # a whole name -> the weights named so
+        for position, v in enumerate(self.weights):
+            names = {v.path, v.name or v.path} if self.named else {v.layer or ""}
+            for segments in (tuple(name_segments(n)) for n in names):
+                self.whole.setdefault(segments, set()).add(position)
+                for start in range(len(segments)):
+                    self.ending.setdefault(segments[start:], set()).add(position)
+
+    def candidates(self, tag: str) -> list[Variable]:
+        forms = [tuple(f) for f in tag_forms(tag)]
+        if not self.named:
+            # No names to match: every weight qualifies, narrowed to the layers the tag's scope names, if any.
+            forms = [forms[-1][:-1]]
+            if not forms[0]:
+                return list(self.weights)
+        scores: dict[int, int] = {}
+        for form in forms:
+            # The tag ends the name (`kernel` ~ `dense/kernel`), or the name ends the tag (`my_layer/v` ~ `v`).
+            found = [(len(form), self.ending.get(form, ()))]
+            found += [(k, self.whole.get(form[-k:], ())) for k in range(1, len(form))]
+            for score, positions in found:
+                for p in positions:
+                    scores[p] = max(score, scores.get(p, 0))
+        if not scores:
+            return [] if self.named else list(self.weights)
+        best = max(scores.values())
+        return [self.weights[p] for p in sorted(scores) if scores[p] == best]
+
+
+# Built once per checkpoint object and kept while it is in use; the report reads a handful of checkpoints.
+_NAMES: dict[int, tuple[Checkpoint, _Names]] = {}
+_NAMES_KEPT = 16
+
+
+def _names_of(checkpoint: Checkpoint) -> _Names:
+    hit = _NAMES.get(id(checkpoint))
+    if hit is None or hit[0] is not checkpoint:
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()
+        hit = _NAMES[id(checkpoint)] = (checkpoint, _Names(checkpoint))
+    return hit[1]
 
 
 def candidates(tag: str, checkpoint: Checkpoint) -> list[Variable]:
-    """The checkpoint's layer weights a tag may have been logged from, best-named first, in natural key order."""
-    weights = [v for v in checkpoint.variables if not v.slot]
-    if has_names(checkpoint):
-        scored = [(max(match_score(tag, v.path), match_score(tag, v.name or "")), v) for v in weights]
-    else:
-        # No names to match: every weight qualifies, narrowed to the layers the tag's scope names, if any.
-        scope = tag_forms(tag)[-1][:-1]
-        scored = [(match_score("/".join(scope), v.layer or "") if scope else 1, v) for v in weights]
-        if not any(score for score, _ in scored):
-            scored = [(1, v) for v in weights]
-    best = max((score for score, _ in scored), default=0)
-    if not best:
-        return []
-    return sorted((v for score, v in scored if score == best), key=lambda v: _natural_key(v.key))
+    """The checkpoint's layer weights a tag may have been logged from, best-named only, in natural key order."""
+    return _names_of(checkpoint).candidates(tag)
 
 
 def histogram_distance(buckets: np.ndarray, values: np.ndarray) -> float:
@@ -135,52 +177,57 @@ def histogram_distance(buckets: np.ndarray, values: np.ndarray) -> float:
     return 0.5 * range_error + 0.5 * l1
 
 
-def assign(cost: list[list[float]]) -> list[int | None]:
-    """Optimal assignment (Hungarian algorithm): for each row the column it gets, minimizing the total cost.
+def assign(cost: np.ndarray) -> tuple[list[int | None], list[float]]:
+    """Optimal assignment (Hungarian algorithm) of rows to columns, minimizing the total cost, and for each row
+    how much more the best assignment that denies it its column costs (inf when no other assignment exists).
 
-    Rows beyond the number of columns get None.
+    A row left without a column (more rows than columns) gets None and margin 0.
     """
-    rows = len(cost)
-    cols = len(cost[0]) if rows else 0
+    cost = np.asarray(cost, dtype=np.float64)
+    rows, cols = cost.shape
     if not rows or not cols:
-        return [None] * rows
+        return [None] * rows, [0.0] * rows
     if rows > cols:
-        by_col = assign([list(c) for c in zip(*cost, strict=True)])
-        result: list[int | None] = [None] * rows
+        # Solve with the shorter side as rows; a denied pairing is the same edge seen from either side.
+        by_col, col_margins = assign(cost.T)
+        chosen: list[int | None] = [None] * rows
+        margins = [0.0] * rows
         for j, i in enumerate(by_col):
             if i is not None:
-                result[i] = j
-        return result
-    # Potentials u (rows) and v (columns); p[j] is the row holding column j, 1-based with 0 as the free slot.
-    u = [0.0] * (rows + 1)
-    v = [0.0] * (cols + 1)
-    p = [0] * (cols + 1)
-    way = [0] * (cols + 1)
+                chosen[i], margins[i] = j, col_margins[j]
+        return chosen, margins
+    col_of, u, v = _hungarian(cost)
+    reduced = np.maximum(cost - u[:, None] - v[None, :], 0.0)  # clip float noise: duals are feasible
+    return [int(j) for j in col_of], [_denial_margin(reduced, v, col_of, i, int(col_of[i])) for i in range(rows)]
+
+
+def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows <= columns. The column of each row, and dual potentials u, v with u[i] + v[j] <= cost[i, j],
+    equal on assigned pairs (the shortest augmenting path form, one row added at a time)."""
+    rows, cols = cost.shape
+    u = np.zeros(rows + 1)
+    v = np.zeros(cols + 1)
+    p = np.zeros(cols + 1, dtype=np.int64)  # p[j]: the row (1-based) holding column j; column 0 is a sentinel
+    way = np.zeros(cols + 1, dtype=np.int64)
     for i in range(1, rows + 1):
         p[0] = i
         j0 = 0
-        minv = [math.inf] * (cols + 1)
-        used = [False] * (cols + 1)
+        minv = np.full(cols + 1, np.inf)
+        used = np.zeros(cols + 1, dtype=bool)
         while True:
             used[j0] = True
             i0 = p[j0]
-            delta = math.inf
-            j1 = 0
-            for j in range(1, cols + 1):
-                if not used[j]:
-                    reduced = cost[i0 - 1][j - 1] - u[i0] - v[j]
-                    if reduced < minv[j]:
-                        minv[j] = reduced
-                        way[j] = j0
-                    if minv[j] < delta:
-                        delta = minv[j]
-                        j1 = j
-            for j in range(cols + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
+            reduced = np.full(cols + 1, np.inf)
+            reduced[1:] = cost[i0 - 1] - u[i0] - v[1:]
+            better = ~used & (reduced < minv)
+            minv[better] = reduced[better]
+            way[better] = j0
+            open_minv = np.where(used, np.inf, minv)
+            j1 = int(np.argmin(open_minv))
+            delta = open_minv[j1]
+            u[p[used]] += delta
+            v[used] -= delta
+            minv[~used] -= delta
             j0 = j1
             if p[j0] == 0:
                 break
@@ -188,15 +235,60 @@ def assign(cost: list[list[float]]) -> list[int | None]:
             j1 = way[j0]
             p[j0] = p[j1]
             j0 = j1
-    result = [None] * rows
+    col_of = np.zeros(rows, dtype=np.int64)
     for j in range(1, cols + 1):
         if p[j]:
-            result[p[j] - 1] = j - 1
-    return result
+            col_of[p[j] - 1] = j - 1
+    return col_of, u[1:], v[1:]
 
 
-def _total(cost: list[list[float]], chosen: list[int | None]) -> float:
-    return sum(cost[i][j] for i, j in enumerate(chosen) if j is not None)
+def _denial_margin(reduced: np.ndarray, v: np.ndarray, col_of: np.ndarray, i: int, j: int) -> float:
+    """Extra cost of the best assignment without pairing row i with column j, over reduced costs (>= 0).
+
+    Row i moves along an alternating path either back to column j (a cycle), or to a free column; in that case
+    column j is left free and other rows may shift into it, a chain that vacates some other column.
+    """
+    holder = np.full(reduced.shape[1], -1)
+    holder[col_of] = np.arange(len(col_of))
+    # Forward, from row i: each reached column's holder moves on to another column.
+    ahead = _shortest(reduced[i], j, lambda k: reduced[holder[k]] if holder[k] >= 0 else None)
+    cycle = ahead[j]
+    free = holder < 0
+    to_free = float(ahead[free].min()) if free.any() else math.inf
+    if to_free == math.inf:
+        return float(cycle)
+    # Backward, from column j: some row other than i fills it and vacates its own column, and so on.
+    fill = reduced.copy()
+    fill[i] = np.inf
+
+    def vacated(c: int) -> np.ndarray:
+        step = np.full(reduced.shape[1], np.inf)
+        step[col_of] = fill[:, c]
+        return step
+
+    start = np.full(reduced.shape[1], np.inf)
+    start[j] = 0.0
+    behind = _shortest(start, None, vacated)
+    # Reduced costs of the two paths add up to the real cost once the end columns' potentials are counted.
+    chain = float(np.min(np.where(np.isfinite(behind), behind - v, np.inf)))
+    return float(min(cycle, to_free + chain))
+
+
+def _shortest(first: np.ndarray, barred: int | None, onward) -> np.ndarray:
+    """Dijkstra over columns: `first` the cost to reach each directly, `onward(k)` the step costs out of column k
+    (None: a dead end); `barred` is reached but never left."""
+    dist = first.astype(np.float64).copy()
+    if barred is not None:
+        dist[barred] = np.inf
+    done = np.zeros(len(dist), dtype=bool)
+    while True:
+        k = int(np.argmin(np.where(done, np.inf, dist)))
+        if done[k] or not np.isfinite(dist[k]):
+            return dist
+        done[k] = True
+        step = onward(k) if k != barred else None
+        if step is not None:
+            dist = np.where(done, dist, np.minimum(dist, dist[k] + step))
 
 
 def nearest_ref(refs: list[ValueRef], when: float | None) -> ValueRef:
@@ -246,23 +338,28 @@ def match_lanes(
             values[v.key] = v.load()
         return values[v.key]
 
-    cost = [
+    distance = np.array(
         [
-            histogram_distance(lane_buckets(lane), loaded(v)) + _ORDER_NUDGE * abs(lane - j) if fits else _IMPOSSIBLE
-            for j, (v, fits) in enumerate(zip(found, feasible[lane], strict=True))
+            [
+                histogram_distance(lane_buckets(lane), loaded(v)) if fits else np.inf
+                for v, fits in zip(found, row, strict=True)
+            ]
+            for lane, row in enumerate(feasible)
         ]
-        for lane in range(lanes)
-    ]
-    chosen = [j if j is not None and cost[i][j] < _IMPOSSIBLE else None for i, j in enumerate(assign(cost))]
-    best_total = _total(cost, chosen)
+    )
+    # Infeasible pairs cost more than any whole assignment of feasible ones; equal costs lean to write order.
+    impossible = float(lanes + len(found) + 1)
+    nudge = _ORDER_NUDGE * np.abs(np.arange(lanes)[:, None] - np.arange(len(found))[None, :])
+    chosen, margins = assign(np.where(np.isfinite(distance), distance + nudge, impossible))
     matches = []
-    for lane, j in enumerate(chosen):
+    for lane, (j, margin) in enumerate(zip(chosen, margins, strict=True)):
         context = _Context(tag, found, elements[lane], named, refs[lane].step, len(lane_buckets(lane)))
-        if j is None:
+        if j is None or not np.isfinite(distance[lane, j]):
             matches.append(LaneMatch(lane, None, None, 0.0, context.unmatched(sum(feasible[lane]))))
             continue
-        runner_up = _runner_up(cost, lane, j, best_total)
-        matches.append(_judge(lane, found[j], cost[lane], j, runner_up, context))
+        # A margin reaching `impossible` means every other assignment leaves some lane without its size.
+        margin = math.inf if margin >= impossible / 2 else margin
+        matches.append(_judge(lane, j, found, distance[lane], margin, context))
     return matches
 
 
@@ -287,24 +384,10 @@ class _Context:
         return f"every checkpoint variable {self.pool()} went to a lane it fits better"
 
 
-def _runner_up(cost: list[list[float]], lane: int, j: int, best_total: float) -> tuple[float, int | None]:
-    """How much the best assignment that denies `lane` its column costs extra, and what the lane gets there."""
-    denied = [row[:] for row in cost]
-    denied[lane][j] = _IMPOSSIBLE
-    other = assign(denied)
-    if any(k is not None and denied[i][k] >= _IMPOSSIBLE for i, k in enumerate(other) if i != lane) or (
-        other[lane] is None or denied[lane][other[lane]] >= _IMPOSSIBLE
-    ):
-        # Denying this pairing leaves the lane, or another, without a fitting variable: there is no runner-up.
-        return math.inf, None
-    return _total(denied, other) - best_total, other[lane]
-
-
-def _judge(
-    lane: int, v: Variable, row: list[float], j: int, runner_up: tuple[float, int | None], context: _Context
-) -> LaneMatch:
-    margin, alternative = runner_up
-    distance = row[j] - _ORDER_NUDGE * abs(lane - j)
+def _judge(lane: int, j: int, found: list[Variable], row: np.ndarray, margin: float, context: _Context) -> LaneMatch:
+    """The lane's match with a confidence from how much worse the best other assignment is, and words for why."""
+    v = found[j]
+    distance = float(row[j])
     name = _reported_name(v, context.tag, context.named)
     if distance <= EXACT:
         said = (
@@ -313,28 +396,32 @@ def _judge(
         )
     else:
         said = f"values closest to checkpoint `{v.key}` at step {context.step} (histogram distance {distance:.2f})"
-    if margin == math.inf:
+    others = [(float(d), k) for k, d in enumerate(row) if k != j and np.isfinite(d)]
+    if margin == math.inf or not others:
         return LaneMatch(lane, v, name, float(round(1.0 - distance, 2)), f"{said}; the only variable {context.pool()}")
-    if margin <= EXACT:
-        ties = max(2, sum(1 for c in row if c < _IMPOSSIBLE and abs(c - row[j]) <= EXACT))
+    if margin <= TIE:
+        ties = 1 + sum(1 for d, _ in others if abs(d - distance) <= TIE)
         return LaneMatch(
             lane,
             v,
             name,
-            float(round(0.5 / ties, 2)),
-            f"{said}; but {ties} candidates {context.pool()} fit equally well, so this is a write-order guess "
-            f"(lane {lane} taken as the {_ordinal(j + 1)} of them by checkpoint key)",
+            float(round(0.5 / max(ties, 2), 2)),
+            f"{said}; but {max(ties, 2)} candidates {context.pool()} fit equally well, so this is a write-order "
+            f"guess (lane {lane} taken as the {_ordinal(j + 1)} of them by checkpoint key)",
         )
-    other = row[alternative] - _ORDER_NUDGE * abs(lane - alternative)
     confidence = float(round((1.0 - distance) * min(1.0, margin / CLEAR_MARGIN), 2))
-    count = sum(1 for c in row if c < _IMPOSSIBLE)
-    return LaneMatch(
-        lane,
-        v,
-        name,
-        confidence,
-        f"{said}; closest of {count} candidates {context.pool()} by histogram distance {distance:.2f} vs {other:.2f}",
-    )
+    nearest, k = min(others)
+    if nearest >= distance:
+        why = (
+            f"closest of {len(others) + 1} candidates {context.pool()} by histogram distance "
+            f"{distance:.2f} vs {nearest:.2f}"
+        )
+    else:
+        why = (
+            f"best joint assignment of the {len(others) + 1} candidates {context.pool()}: `{found[k].key}` is nearer "
+            f"({nearest:.2f}) but fits another lane better"
+        )
+    return LaneMatch(lane, v, name, confidence, f"{said}; {why}")
 
 
 def _reported_name(v: Variable, tag: str, named: bool) -> str:

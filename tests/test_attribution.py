@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 
@@ -20,29 +21,38 @@ from tb_varscope_plugin.run_index import LogdirIndex
 # --- the assignment -------------------------------------------------------------------------------------------
 
 
-def _brute_force(cost: list[list[float]]) -> float:
-    rows, cols = len(cost), len(cost[0])
+def _pairings(rows: int, cols: int):
+    """Every assignment of min(rows, cols) pairs, as lists of (row, column)."""
     if rows <= cols:
-        return min(sum(cost[i][j] for i, j in enumerate(p)) for p in itertools.permutations(range(cols), rows))
-    return min(sum(cost[i][j] for j, i in enumerate(p)) for p in itertools.permutations(range(rows), cols))
+        return [list(enumerate(p)) for p in itertools.permutations(range(cols), rows)]
+    return [[(i, j) for j, i in enumerate(p)] for p in itertools.permutations(range(rows), cols)]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 3), (5, 5), (2, 4), (4, 2), (6, 3)])
-def test_assignment_is_as_cheap_as_trying_every_permutation(shape):
+def test_assignment_and_its_margins_agree_with_trying_every_permutation(shape):
     rng = np.random.default_rng(sum(shape))
     for _ in range(20):
-        cost = rng.random(shape).round(2).tolist()
-        chosen = assign(cost)
+        cost = rng.random(shape).round(2)
+        chosen, margins = assign(cost)
         taken = [j for j in chosen if j is not None]
         assert len(taken) == len(set(taken)) == min(shape)
-        total = sum(cost[i][j] for i, j in enumerate(chosen) if j is not None)
-        assert total == pytest.approx(_brute_force(cost))
+        totals = [(sum(cost[i, j] for i, j in p), set(p)) for p in _pairings(*shape)]
+        best = min(t for t, _ in totals)
+        assert sum(cost[i, j] for i, j in enumerate(chosen) if j is not None) == pytest.approx(best)
+        for i, j in enumerate(chosen):
+            if j is None:
+                continue
+            denied = [t for t, pairs in totals if (i, j) not in pairs]
+            expected = min(denied) - best if denied else math.inf
+            assert margins[i] == pytest.approx(expected, abs=1e-9)
 
 
 def test_assignment_beats_taking_each_lane_its_nearest():
     # Greedy would give row 0 column 0 (cost 1) and leave row 1 with 100.
-    assert assign([[1, 2], [1, 100]]) == [1, 0]
-    assert assign([[5.0], [1.0], [3.0]]) == [None, 0, None]
+    chosen, margins = assign(np.array([[1.0, 2.0], [1.0, 100.0]]))
+    assert chosen == [1, 0]
+    assert margins == [pytest.approx(98.0), pytest.approx(98.0)]
+    assert assign(np.array([[5.0], [1.0], [3.0]]))[0] == [None, 0, None]
 
 
 # --- names ----------------------------------------------------------------------------------------------------
