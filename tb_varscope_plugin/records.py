@@ -52,30 +52,41 @@ class RecordReader:
         if self.damage is not None:
             return
         fs = gfile.get_filesystem(self.path)
+        # This loop runs once per record, so lookups are hoisted into locals and the CRC masking is inlined.
+        crc32c = google_crc32c.value
+        unpack_header = _LENGTH.unpack_from
+        unpack_crc = _CRC.unpack_from
+        # The length CRC depends on the length alone, and records of one tag mostly share a length: check each once.
+        good_lengths: set[int] = set()
         buf = b""
         pos = 0  # position of the next record in buf
         base = self.offset  # file offset of buf[0]
         eof = False
+        need = HEADER
         while True:
-            need = HEADER
-            if len(buf) - pos >= HEADER:
-                length, length_crc = _LENGTH.unpack_from(buf, pos)
-                if masked_crc32c(buf[pos : pos + 8]) != length_crc:
-                    self.mark_damaged(base + pos, "record length fails its checksum")
-                    return
-                need = HEADER + length + FOOTER
-                if len(buf) - pos >= need:
-                    start = pos + HEADER
-                    payload = buf[start : start + length]
-                    (payload_crc,) = _CRC.unpack_from(buf, start + length)
-                    if masked_crc32c(payload) != payload_crc:
-                        self.mark_damaged(base + pos, f"record of {length} bytes fails its checksum")
+            end = len(buf)
+            while end - pos >= HEADER:
+                length, length_crc = unpack_header(buf, pos)
+                if length not in good_lengths:
+                    if masked_crc32c(buf[pos : pos + 8]) != length_crc:
+                        self.mark_damaged(base + pos, "record length fails its checksum")
                         return
-                    record_offset = base + pos
-                    pos += need
-                    self.offset = base + pos
-                    yield record_offset, payload
-                    continue
+                    good_lengths.add(length)
+                start = pos + HEADER
+                stop = start + length
+                need = HEADER + length + FOOTER
+                if stop + FOOTER > end:
+                    break
+                payload = buf[start:stop]
+                crc = crc32c(payload)
+                if (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF != unpack_crc(buf, stop)[0]:
+                    self.mark_damaged(base + pos, f"record of {length} bytes fails its checksum")
+                    return
+                record_offset = base + pos
+                pos = stop + FOOTER
+                self.offset = base + pos
+                need = HEADER
+                yield record_offset, payload
             if eof:
                 break
             buf, base = buf[pos:], base + pos

@@ -42,6 +42,14 @@ class Series:
         """Distinct steps and how many values each holds."""
         return np.unique(np.frombuffer(self.steps, dtype=np.int64), return_counts=True)
 
+    def lane_positions(self, lane: int) -> np.ndarray:
+        """Positions, in write order, of the values that were the `lane`-th written at their step."""
+        steps = np.frombuffer(self.steps, dtype=np.int64)
+        order = np.argsort(steps, kind="stable")  # stable: within a step, values stay in write order
+        ordered = steps[order]
+        rank = np.arange(len(steps)) - np.searchsorted(ordered, ordered, side="left")
+        return np.sort(order[rank == lane])
+
 
 @dataclass(frozen=True)
 class ValueRef:
@@ -148,12 +156,9 @@ class RunIndex:
             s = f.series.get(tag)
             if s is None:
                 continue
-            seen: dict[int, int] = {}
-            for i, step in enumerate(s.steps):
-                k = seen.get(step, 0)
-                seen[step] = k + 1
-                if k == lane:
-                    by_step[step] = ValueRef(step, s.wall_times[i], f.path, s.offsets[i], s.indices[i])
+            for i in s.lane_positions(lane).tolist():
+                step = s.steps[i]
+                by_step[step] = ValueRef(step, s.wall_times[i], f.path, s.offsets[i], s.indices[i])
         return [by_step[step] for step in sorted(by_step)]
 
     def decode(self, ref: ValueRef) -> np.ndarray:
