@@ -56,8 +56,8 @@ class RecordReader:
         crc32c = google_crc32c.value
         unpack_header = _LENGTH.unpack_from
         unpack_crc = _CRC.unpack_from
-        # The length CRC depends on the length alone, and records of one tag mostly share a length: check each once.
-        good_lengths: set[int] = set()
+        # The length CRC depends on the length alone, and records of one tag mostly share a length: compute each once.
+        length_crcs: dict[int, int] = {}
         buf = b""
         pos = 0  # position of the next record in buf
         base = self.offset  # file offset of buf[0]
@@ -67,11 +67,12 @@ class RecordReader:
             end = len(buf)
             while end - pos >= HEADER:
                 length, length_crc = unpack_header(buf, pos)
-                if length not in good_lengths:
-                    if masked_crc32c(buf[pos : pos + 8]) != length_crc:
-                        self.mark_damaged(base + pos, "record length fails its checksum")
-                        return
-                    good_lengths.add(length)
+                expected = length_crcs.get(length)
+                if expected is None:
+                    expected = length_crcs[length] = masked_crc32c(buf[pos : pos + 8])
+                if expected != length_crc:
+                    self.mark_damaged(base + pos, "record length fails its checksum")
+                    return
                 start = pos + HEADER
                 stop = start + length
                 need = HEADER + length + FOOTER
