@@ -10,7 +10,7 @@ DEMO = ["tensorflow-cpu>=2.21", "tf-keras>=2.21", "keras>=3.14"]
 setup(
     name="tb-varscope",
     version="0.1.0",
-    description="Find and explain TensorBoard histogram tags that collide across layers; group histograms by variable path.",
+    description="Find and explain TensorBoard histogram tags that collide across layers, grouped by variable path.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",

@@ -99,7 +99,7 @@ export function laneCount(collision) {
   if (collision.lanes.length > 0) {
     return collision.lanes.length;
   }
-  return Math.max(1, collision.writers);
+  return Math.max(1, collision.files.length);
 }
 
 /**

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from tb_varscope_plugin.events import LEGACY
 from tb_varscope_plugin.run_index import RunIndex
 
@@ -77,13 +75,7 @@ def _same_step(run: RunIndex, tag: str) -> dict | None:
 
 
 def _cross_file(run: RunIndex, tag: str) -> dict | None:
-    holders: dict[int, list[str]] = {}
-    for f in run.files:
-        series = f.series.get(tag)
-        if series is not None:
-            for step in np.unique(np.frombuffer(series.steps, dtype=np.int64)).tolist():
-                holders.setdefault(step, []).append(f.name)
-    shared = {step: names for step, names in holders.items() if len(names) > 1}
+    shared = run.shared_steps(tag)
     if not shared:
         return None
     files = sorted({name for names in shared.values() for name in names})

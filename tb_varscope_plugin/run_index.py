@@ -136,30 +136,54 @@ class RunIndex:
     def warnings(self) -> list[dict]:
         return [w for f in self.files for w in f.warnings()]
 
+    def most_per_step(self, tag: str) -> int:
+        """How many values of `tag` one file holds at one step at most: above 1 the tag collides within a file."""
+        return max((int(f.series[tag].step_counts()[1].max()) for f in self.files if tag in f.series), default=0)
+
+    def shared_steps(self, tag: str) -> dict[int, list[str]]:
+        """Steps at which several event files hold `tag` (a resumed or doubled writer), with those files' names."""
+        holders = [f for f in self.files if tag in f.series]
+        if len(holders) < 2:
+            return {}
+        by_step: dict[int, list[str]] = {}
+        for f in holders:
+            for step in f.series[tag].step_counts()[0].tolist():
+                by_step.setdefault(step, []).append(f.name)
+        return {step: names for step, names in by_step.items() if len(names) > 1}
+
     def lane_count(self, tag: str) -> int:
-        """How many values of `tag` one file holds at one step at most: 1 for a clean tag, 0 for an unknown one."""
-        most = 0
-        for f in self.files:
-            s = f.series.get(tag)
-            if s is not None:
-                most = max(most, int(s.step_counts()[1].max()))
+        """How many lanes `/histograms` serves for `tag`: 0 for an unknown tag, 1 for a clean one.
+
+        A tag written several times at one step has a lane per write; one whose only collision is across files
+        has a lane per file involved, so each writer's values can be seen apart.
+        """
+        most = self.most_per_step(tag)
+        if most == 1:
+            return max(1, len(self._files_sharing(tag)))
         return most
 
     def lane_refs(self, tag: str, lane: int) -> list[ValueRef]:
-        """The `lane`-th value written for `tag` at each step, one per step, sorted by step.
+        """The values of lane `lane` of `tag`, one per step, sorted by step (see `lane_count`).
 
-        Where several files hold the lane at one step (a resumed run), the later file's value wins, as the later
-        writer superseded the earlier one.
+        For writes within a step, lane k is the k-th write at each step; where several files hold that lane at
+        one step (a resumed run), the later file's value wins, as the later writer superseded the earlier one.
         """
+        sharing = self._files_sharing(tag) if self.most_per_step(tag) == 1 else []
+        files = [sharing[lane]] if sharing else self.files
         by_step: dict[int, ValueRef] = {}
-        for f in self.files:
+        for f in files:
             s = f.series.get(tag)
             if s is None:
                 continue
-            for i in s.lane_positions(lane).tolist():
+            positions = range(len(s.steps)) if sharing else s.lane_positions(lane).tolist()
+            for i in positions:
                 step = s.steps[i]
                 by_step[step] = ValueRef(step, s.wall_times[i], f.path, s.offsets[i], s.indices[i])
         return [by_step[step] for step in sorted(by_step)]
+
+    def _files_sharing(self, tag: str) -> list[EventFile]:
+        names = {name for names in self.shared_steps(tag).values() for name in names}
+        return [f for f in self.files if f.name in names]
 
     def decode(self, ref: ValueRef) -> np.ndarray:
         """The `(k, 3)` buckets of one value."""

@@ -58,6 +58,15 @@ def test_resumed_writer_collides_across_files(tmp_path):
     assert collision["files"] == ["events.out.tfevents.100.a", "events.out.tfevents.200.a"]
     assert collision["lanes"] == []
 
+    # Each file involved is a lane of its own, so the values one writer hid can be seen.
+    index = LogdirIndex(str(tmp_path))
+    index.reload()
+    resumed = index.runs["run"]
+    assert resumed.lane_count("dense/kernel") == 2
+    assert [ref.step for ref in resumed.lane_refs("dense/kernel", 0)] == [0, 1, 2, 3, 4, 5]
+    assert [ref.step for ref in resumed.lane_refs("dense/kernel", 1)] == [4, 5, 6, 7, 8]
+    assert {ref.file for ref in resumed.lane_refs("dense/kernel", 1)} == {str(run / "events.out.tfevents.200.a")}
+
 
 def test_a_tag_shared_by_several_runs_is_not_a_collision(tmp_path):
     for name in ["a", "b", "c"]:
