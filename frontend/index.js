@@ -17,6 +17,8 @@ import {laneText, plural} from './format.js';
  */
 
 const REFRESH_MS = 30000;
+// While the plugin is still on its first pass over the logdir, the report is fetched again this often.
+const READING_MS = 1000;
 
 /**
  * Builds the tab inside TensorBoard's iframe and keeps it current.
@@ -84,7 +86,12 @@ class App {
     try {
       const report = await Model.fetchReport();
       this.shell.banner.replaceChildren();
-      this.shell.status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+      const reading = report.complete === false;
+      this.shell.status.textContent = reading ? 'reading event files…' :
+        `updated ${new Date().toLocaleTimeString()}`;
+      if (reading) {
+        setTimeout(() => this.loadReport(), READING_MS);
+      }
       const text = JSON.stringify(report);
       if (text !== this.reportText) {
         this.report = report;
@@ -115,6 +122,11 @@ class App {
     this.lanes = null;
     this.histogramRequest?.abort();
     const report = /** @type {!Report} */ (this.report);
+    if (report.complete === false && collisionList(report).length === 0) {
+      // Nothing found yet is not "nothing collides": the first pass over the logdir is still going.
+      this.shell.main.replaceChildren(Views.createLoading('Reading the logdir…'));
+      return;
+    }
     this.shell.main.replaceChildren(Views.createOverview(report, collisionList(report), warningList(report),
       (target) => this.openHistograms(target)));
     this.showTree();

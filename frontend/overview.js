@@ -17,7 +17,8 @@ import {plural} from './format.js';
  *            collisions: !Array<Collision>, groups: !Array<Group>}} RunReport
  * @typedef {{schema: string, logdir: string,
  *            summary: {runs: number, histogram_tags: number, collisions: number},
- *            runs: !Array<RunReport>}} Report
+ *            runs: !Array<RunReport>, complete: (boolean|undefined)}} Report
+ *   `complete` comes from the plugin's /report: false while its first pass over the logdir goes on.
  * @typedef {{run: string, collision: Collision, checkpoint: ?Checkpoint}} RunCollision
  * @typedef {{run: string, file: string, offset: number, message: string}} RunWarning
  */

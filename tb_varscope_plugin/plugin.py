@@ -7,14 +7,12 @@ very values a collision is made of.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import logging
 import random
 import re
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tensorboard import errors
 from tensorboard.backend import http_util
@@ -23,9 +21,6 @@ from werkzeug import wrappers
 
 from tb_varscope_plugin.report import Reporter
 from tb_varscope_plugin.run_index import LogdirIndex, RunIndex, ValueRef
-
-if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +39,8 @@ PUBLISH_INTERVAL = 1.0
 _LANE = re.compile(r"[0-9]+")
 
 
-def frontend_folder() -> Traversable:
-    """The folder of the tab's ES modules: package `tb_varscope_plugin.frontend` (`frontend/` in the source tree)."""
-    try:
-        return importlib.resources.files("tb_varscope_plugin.frontend")
-    except ModuleNotFoundError:
-        # An editable install cannot map a data-only package below a regular one, and a source checkout on
-        # sys.path does not map it at all; there the folder sits beside the package directory.
-        return Path(__file__).resolve().parent.parent / "frontend"
+# The tab's ES modules: a link to the repository's frontend/ in a source tree, real files in a wheel.
+FRONTEND = Path(__file__).parent / "frontend"
 
 
 def downsample(items: list, k: int) -> list:
@@ -77,11 +66,10 @@ class VarScopePlugin(base_plugin.TBPlugin):
         checkpoint = getattr(context.flags, "varscope_checkpoint", None)
         # Collisions are made of histogram data, so the user's limit for the histograms tab applies here too.
         self._samples = (context.sampling_hints or {}).get("histograms", DEFAULT_HISTOGRAM_SAMPLES)
-        folder = frontend_folder()
         self._frontend = {
-            item.name: (item, FRONTEND_TYPES[Path(item.name).suffix])
-            for item in folder.iterdir()
-            if item.is_file() and Path(item.name).suffix in FRONTEND_TYPES
+            item.name: (item, FRONTEND_TYPES[item.suffix])
+            for item in FRONTEND.iterdir()
+            if item.is_file() and item.suffix in FRONTEND_TYPES
         }
         self._index = LogdirIndex(context.logdir)
         self._reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
@@ -89,7 +77,8 @@ class VarScopePlugin(base_plugin.TBPlugin):
         # report or start the reader, so `/report` never waits for a read in progress.
         self._index_lock = threading.Lock()
         self._report_lock = threading.Lock()
-        self._report = self._reporter.report()
+        self._read_once = False  # until the first pass over the logdir ends, the report is partial
+        self._report = self._published(self._reporter.report())
         self._published_at = 0.0
         self._reader: threading.Thread | None = None
 
@@ -136,7 +125,11 @@ class VarScopePlugin(base_plugin.TBPlugin):
         return item.read_bytes(), mime_type
 
     def report_impl(self) -> dict:
-        """The report document as far as the logdir has been read."""
+        """The report document as far as the logdir has been read.
+
+        Beside the contract's fields it carries `complete`: false until the first pass over the logdir has
+        ended, so the tab can say it is still reading rather than that nothing collides.
+        """
         with self._report_lock:
             return self._report
 
@@ -173,6 +166,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
         """Reads what the logdir has gained since the last call and publishes the new report."""
         with self._index_lock:
             self._index.reload(progress=self._publish_while_reading)
+            self._read_once = True
             self._publish()
 
     def _publish_while_reading(self, run_name: str) -> None:
@@ -180,8 +174,11 @@ class VarScopePlugin(base_plugin.TBPlugin):
         if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
             self._publish()
 
+    def _published(self, report: dict) -> dict:
+        return {**report, "complete": self._read_once}
+
     def _publish(self) -> None:
-        report = self._reporter.report()
+        report = self._published(self._reporter.report())
         with self._report_lock:
             self._report = report
         self._published_at = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,7 +34,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+# Where the README's pictures are refreshed from: `VARSCOPE_SCREENSHOTS=docs bash scripts/test.sh -m browser`.
+SCREENSHOTS = os.environ.get("VARSCOPE_SCREENSHOTS")
 
 SEED_RUN = "tfkeras_seed/train"
 SEED_TAG = "my_variable1_0/histogram"
@@ -130,6 +132,13 @@ def reload_until_visible(page, locator, timeout: float = 60.0) -> None:
         tab(page).get_by_test_id("reload").click()
 
 
+def keep_screenshot(page, name: str) -> None:
+    """Saves what the page shows for the README, when asked to (a test run does not rewrite tracked files)."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+
+
 def collision_card(page, run: str, tag: str):
     return tab(page).locator(f"[data-testid=collision][data-run={json.dumps(run)}][data-tag={json.dumps(tag)}]")
 
@@ -144,9 +153,7 @@ def test_overview_names_the_three_layers_behind_the_colliding_tag(page):
     assert lanes.count() == 3
     names = [lane.locator(".lane-name").inner_text() for lane in lanes.all()]
     assert names == [f"lane {k} → {layer}/my_variable1 (100%)" for k, layer in enumerate(LAYERS)]
-    # The README's picture: the overview of the seed article's run.
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    keep_screenshot(page, "screenshot.png")
 
 
 def test_clicking_a_collision_opens_one_chart_per_lane(page):
@@ -164,6 +171,8 @@ def test_clicking_a_collision_opens_one_chart_per_lane(page):
     shown = tab(page).get_by_test_id("tensorboard-view-chart")
     assert shown.locator("svg").count() == 1
     assert tab(page).get_by_test_id("error").count() == 0
+
+    keep_screenshot(page, "histograms.png")
 
     tab(page).get_by_test_id("mode-overlay").click()
     assert charts.count() == 3 and all(chart.locator("svg").count() == 1 for chart in charts.all())

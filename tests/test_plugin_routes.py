@@ -77,6 +77,7 @@ def test_reading_starts_at_the_first_request_not_when_tensorboard_starts(tmp_pat
     plugin = load_plugin(tmp_path, "--reload_interval", "0")
     assert plugin._reader is None
     assert plugin.report_impl()["runs"] == []
+    assert plugin.report_impl()["complete"] is False  # the tab says it is reading, not that nothing collides
 
     assert client(plugin).get(f"{ROUTES}/report").status_code == 200
 
@@ -84,6 +85,7 @@ def test_reading_starts_at_the_first_request_not_when_tensorboard_starts(tmp_pat
     plugin._reader.join(timeout=30)
     assert not plugin._reader.is_alive()
     assert plugin.report_impl()["summary"]["collisions"] == 1
+    assert plugin.report_impl()["complete"] is True
 
 
 def test_appended_events_and_new_runs_appear_after_the_next_reload(tmp_path):
@@ -221,7 +223,7 @@ def test_run_and_tag_names_with_markup_and_url_characters_round_trip(tmp_path):
 def test_frontend_files_are_served_with_their_types(tmp_path):
     plugin = load_plugin(tmp_path)
     http = client(plugin)
-    folder = plugin_module.frontend_folder()
+    folder = plugin_module.FRONTEND
     served = sorted(item.name for item in folder.iterdir() if item.name.endswith((".js", ".css")))
     assert "index.js" in served
 
@@ -242,7 +244,7 @@ def test_only_js_and_css_files_directly_in_the_frontend_folder_are_served(tmp_pa
     (folder / "page.html").write_text("<script>alert(1)</script>")
     (folder / "nested" / "deep.js").write_text("private")
     (tmp_path / "secret.js").write_text("private")
-    monkeypatch.setattr(plugin_module, "frontend_folder", lambda: folder)
+    monkeypatch.setattr(plugin_module, "FRONTEND", folder)
     plugin = load_plugin(tmp_path / "logs")
     http = client(plugin)
 
