@@ -6,7 +6,11 @@ Both encodings are understood: TF2 tensor summaries of the `histograms` plugin (
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass
+
 import numpy as np
+from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.util import tensor_util
 
@@ -14,8 +18,23 @@ HISTOGRAMS_PLUGIN = "histograms"
 
 LEGACY = "histo"  # HistogramProto: tf.compat.v1, tensorboardX, torch.utils.tensorboard
 TENSOR = "tensor"  # TF2 summary of the histograms plugin
+LEGACY_FIELD = 0x2A  # the key opening Summary.Value.histo: field 5, length-delimited
 
-_parse_event = event_pb2.Event.FromString
+parse_event = event_pb2.Event.FromString
+
+
+def parsed_prefix(payloads: list[bytes]) -> int:
+    """How many of `payloads`, from the first, parse as events."""
+    try:
+        deque(map(parse_event, payloads), maxlen=0)  # parsed at C speed, results dropped
+        return len(payloads)
+    except DecodeError:
+        for count, payload in enumerate(payloads):
+            try:
+                parse_event(payload)
+            except DecodeError:
+                return count
+        raise
 
 
 def histogram_values(payload: bytes, plugins: dict[str, str]) -> tuple[int, float, list[tuple[int, str, str]]] | None:
@@ -24,9 +43,15 @@ def histogram_values(payload: bytes, plugins: dict[str, str]) -> tuple[int, floa
     `plugins` maps tag to plugin name for one event file: TF2 writers attach a value's metadata only to the
     first value of each tag in a file, so later values are recognised from what the file said before.
     """
-    event = _parse_event(payload)
-    # Runs once per record: an event without a summary has no values, and HasField is about twice as fast as
-    # WhichOneof; the two oneof members can be tested in either order.
+    return event_histograms(parse_event(payload), plugins)
+
+
+def event_histograms(
+    event: event_pb2.Event, plugins: dict[str, str]
+) -> tuple[int, float, list[tuple[int, str, str]]] | None:
+    """`histogram_values` of an event already parsed."""
+    # An event without a summary has no values, and HasField is about twice as fast as WhichOneof; the two oneof
+    # members can be tested in either order.
     found = []
     for index, value in enumerate(event.summary.value):
         if value.HasField(TENSOR):
@@ -41,6 +66,116 @@ def histogram_values(payload: bytes, plugins: dict[str, str]) -> tuple[int, floa
     if not found:
         return None
     return event.step, event.wall_time, found
+
+
+@dataclass(frozen=True)
+class SingleValues:
+    """Events laid out as every known writer writes one summary value, read straight from the record bytes.
+
+    `simple[i]` says record i is `wall_time, [step,] summary{value{tag, <one field>, [metadata]}}` and nothing else,
+    each field once, so its wall time, step and tag are the ones a protobuf parser would find. The tag's bytes
+    followed by the byte that opens the value's field are `data[tag_start[i] : tag_end[i] + 1]`: together they
+    decide whether the value is a histogram, given what the file said about the tag before.
+    """
+
+    simple: np.ndarray  # bool
+    wall_time: np.ndarray  # float64
+    step: np.ndarray  # int64
+    tag_start: np.ndarray  # int64, into data
+    tag_end: np.ndarray  # int64, into data
+    key_of: np.ndarray  # int64: which of `key_first` has record i's tag and field bytes; -1 where not simple
+    key_first: np.ndarray  # int64: the first record of each distinct tag-and-field key
+
+
+def single_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> SingleValues:
+    """Reads every record `data[starts[i]:ends[i]]` (event payloads) as `SingleValues`, all at once."""
+    at = starts
+    simple = (ends - at >= 9) & (_byte(data, at) == 0x09)  # wall_time: field 1, fixed64
+    wall_time = data.take(at[:, None] + np.arange(1, 9), mode="clip").view("<f8").ravel()
+    at = at + 9
+    has_step = _byte(data, at) == 0x10  # step: field 2, varint; absent when 0
+    step, size, ok = _varints(data, at + 1, 10)
+    simple &= ok | ~has_step
+    step = np.where(has_step, step, 0).view(np.int64)
+    at = np.where(has_step, at + 1 + size, at)
+    simple &= _byte(data, at) == 0x2A  # summary: field 5, to the end of the event
+    at, length = _length_delimited(data, at, simple)
+    simple &= at + length == ends
+    simple &= _byte(data, at) == 0x0A  # its one value: field 1, to the end of the summary
+    at, length = _length_delimited(data, at, simple)
+    simple &= at + length == ends
+    simple &= _byte(data, at) == 0x0A  # the value's tag: field 1
+    tag_start, length = _length_delimited(data, at, simple)
+    tag_end = tag_start + length
+    # One length-delimited field (field 2..15: histo, tensor, image, ...), then metadata (field 9) or the end.
+    field = _byte(data, tag_end)
+    simple &= ((field & 0x07) == 2) & (field >= 0x12) & (field < 0x80) & (tag_end < ends)
+    at, length = _length_delimited(data, tag_end, simple)
+    at = at + length
+    metadata = (at < ends) & (_byte(data, at) == 0x4A)
+    after, length = _length_delimited(data, at, metadata)
+    simple &= (at == ends) | (metadata & (after + length == ends))
+    key_of, key_first = _distinct_keys(data, tag_start, tag_end + 1, simple)
+    return SingleValues(simple, wall_time, step, tag_start, tag_end, key_of, key_first)
+
+
+def _distinct_keys(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Groups the byte strings `data[starts[i]:ends[i]]` for i in `where` by content: the group of each (-1 outside
+    `where`) and the first i of each group. A few tags repeat over thousands of records, so this is done at once."""
+    key_of = np.full(len(starts), -1, dtype=np.int64)
+    chosen = np.flatnonzero(where)
+    if not len(chosen):
+        return key_of, chosen
+    lengths = ends[chosen] - starts[chosen]
+    columns = np.arange(-(-int(lengths.max()) // 8) * 8)  # whole 8-byte words, hashed a word at a time
+    keys = data.take(starts[chosen, None] + columns, mode="clip")
+    keys[columns >= lengths[:, None]] = 0
+    # Grouped by a hash, then every key compared with its group's first: equal hashes of unequal keys are caught.
+    hashes = lengths.astype(np.uint64)
+    for word in keys.view(np.uint64).T:
+        hashes = hashes * np.uint64(0x100000001B3) + word
+    _, first, group = np.unique(hashes, return_index=True, return_inverse=True)
+    if not ((keys == keys[first[group]]).all() and (lengths == lengths[first[group]]).all()):
+        rows = np.concatenate([keys, lengths[:, None].view(np.uint8)], axis=1)
+        _, first, group = np.unique(
+            rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), return_index=True, return_inverse=True
+        )
+    key_of[chosen] = group
+    return key_of, chosen[first]
+
+
+def _byte(data: np.ndarray, at: np.ndarray) -> np.ndarray:
+    return data.take(at, mode="clip")
+
+
+def _varints(data: np.ndarray, at: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The varint at each of `at`: value (uint64), size in bytes, and whether it ends within `width` bytes."""
+    byte = data.take(at, mode="clip")
+    value = (byte & 0x7F).astype(np.uint64)
+    size = np.ones(len(at), dtype=np.int64)
+    going = byte >= 0x80
+    ok = np.ones(len(at), dtype=bool)
+    # Byte by byte, and only as far as the longest varint goes: here mostly one or two bytes.
+    for k in range(1, width):
+        if not going.any():
+            break
+        byte = data.take(at + k, mode="clip")
+        if k == 9:  # the 10th byte of a 64-bit varint carries one bit
+            ok &= ~going | (byte <= 1)
+        value |= np.where(going, byte & 0x7F, 0).astype(np.uint64) << np.uint64(7 * k)
+        size += going
+        going &= byte >= 0x80
+    return value, size, ok & ~going
+
+
+def _length_delimited(data: np.ndarray, at: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the body of the field whose key is at `at` starts, and its length; `valid` is cleared in place where
+    the length is no varint of at most 5 bytes (so sums of positions cannot overflow)."""
+    length, size, ok = _varints(data, at + 1, 5)
+    valid &= ok
+    return at + 1 + size, np.where(ok, length, 0).astype(np.int64)
 
 
 def decode_histogram(value: summary_pb2.Summary.Value) -> np.ndarray:

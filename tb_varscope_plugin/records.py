@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import google_crc32c
+import numpy as np
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 HEADER = 12  # uint64 length + uint32 masked CRC of the length
@@ -17,13 +18,15 @@ FOOTER = 4  # uint32 masked CRC of the payload
 BLOCK = 8 << 20
 
 _LENGTH = struct.Struct("<QI")
+_U64 = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
 
 
 def masked_crc32c(data: bytes) -> int:
     """The CRC TFRecord stores: CRC32C rotated right by 15 bits plus a constant, so CRCs of CRCs stay distinct."""
     crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,17 @@ class Damage:
 
     offset: int
     message: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """Consecutive records of one file that passed their checks, as they lie in one read buffer."""
+
+    base: int  # file offset of data[0]
+    data: bytes
+    starts: np.ndarray  # int64: where each record's header starts in data
+    lengths: np.ndarray  # int64: each record's payload length
+    payloads: list[bytes]
 
 
 class RecordReader:
@@ -46,18 +60,24 @@ class RecordReader:
         self.offset = offset  # end of the last complete, valid record
         self.pending = 0  # bytes after `offset` that do not yet form a complete record
         self.damage: Damage | None = None
+        # The length CRC depends on the length alone, and records of one tag mostly share a length: compute each once.
+        self._length_crcs: dict[int, int] = {}
 
     def read(self) -> Iterator[tuple[int, bytes]]:
         """Yields `(offset, payload)` for each complete record after `self.offset`, advancing it as it goes."""
+        for block in self.blocks():
+            yield from zip((block.base + block.starts).tolist(), block.payloads, strict=True)
+
+    def blocks(self) -> Iterator[Block]:
+        """Yields the complete records after `self.offset` a buffer at a time, advancing it past each block.
+
+        Every record's length and payload CRC is checked before its block is handed out; a block ends before the
+        first record that fails, and the file is marked damaged there.
+        """
         if self.damage is not None:
             return
         fs = gfile.get_filesystem(self.path)
-        # This loop runs once per record, so lookups are hoisted into locals and the CRC masking is inlined.
-        crc32c = google_crc32c.value
-        unpack_header = _LENGTH.unpack_from
-        unpack_crc = _CRC.unpack_from
-        # The length CRC depends on the length alone, and records of one tag mostly share a length: compute each once.
-        length_crcs: dict[int, int] = {}
+        unpack_length = _U64.unpack_from
         buf = b""
         pos = 0  # position of the next record in buf
         base = self.offset  # file offset of buf[0]
@@ -65,43 +85,87 @@ class RecordReader:
         need = HEADER
         while True:
             end = len(buf)
-            while end - pos >= HEADER:
-                length, length_crc = unpack_header(buf, pos)
-                expected = length_crcs.get(length)
-                if expected is None:
-                    expected = length_crcs[length] = masked_crc32c(buf[pos : pos + 8])
-                if expected != length_crc:
+            first = pos
+            # The walk from record to record is sequential, so it does no more per record than a Python loop must;
+            # CRCs are computed and compared, and offsets derived, for the whole buffer at once afterwards.
+            payloads: list[bytes] = []
+            add_payload = payloads.append
+            last_header = end - HEADER
+            last_stop = end - FOOTER
+            while pos <= last_header:
+                stop = pos + HEADER + unpack_length(buf, pos)[0]
+                if stop > last_stop:
+                    break
+                add_payload(buf[pos + HEADER : stop])
+                pos = stop + FOOTER
+            if payloads:
+                block, bad = self._verify(buf, base, first, payloads)
+                if len(block.starts):
+                    self.offset = base + int(block.starts[-1] + block.lengths[-1]) + HEADER + FOOTER
+                    yield block
+                if bad is not None:
+                    self.mark_damaged(*bad)
+                    return
+            if end - pos >= HEADER:
+                # A record whose header is here but whose body is not (yet): its length must still check out.
+                length = unpack_length(buf, pos)[0]
+                if self._length_crc(length) != _CRC.unpack_from(buf, pos + 8)[0]:
                     self.mark_damaged(base + pos, "record length fails its checksum")
                     return
-                start = pos + HEADER
-                stop = start + length
                 need = HEADER + length + FOOTER
-                if stop + FOOTER > end:
-                    break
-                payload = buf[start:stop]
-                crc = crc32c(payload)
-                if (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF != unpack_crc(buf, stop)[0]:
-                    self.mark_damaged(base + pos, f"record of {length} bytes fails its checksum")
-                    return
-                record_offset = base + pos
-                pos = stop + FOOTER
-                self.offset = base + pos
+            else:
                 need = HEADER
-                yield record_offset, payload
             if eof:
                 break
-            buf, base = buf[pos:], base + pos
+            # The next read starts at the unfinished record: reading its few bytes again is cheaper than copying
+            # the new buffer behind them.
+            base += pos
             pos = 0
-            want = max(BLOCK, need - len(buf))
-            chunk, _ = fs.read(self.path, binary_mode=True, size=want, continue_from={"opaque_offset": base + len(buf)})
-            eof = len(chunk) < want
-            buf += chunk
+            want = max(BLOCK, need)
+            buf, _ = fs.read(self.path, binary_mode=True, size=want, continue_from={"opaque_offset": base})
+            eof = len(buf) < want
         self.pending = base + len(buf) - self.offset
+
+    def _length_crc(self, length: int) -> int:
+        crc = self._length_crcs.get(length)
+        if crc is None:
+            crc = self._length_crcs[length] = masked_crc32c(_U64.pack(length))
+        return crc
+
+    def _verify(self, buf: bytes, base: int, first: int, payloads: list[bytes]) -> tuple[Block, tuple[int, str] | None]:
+        """The records walked from `first`, up to the first that fails a check, and that one's damage
+        `(offset, message)`."""
+        count = len(payloads)
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=count)
+        headers = np.empty(count, dtype=np.int64)
+        headers[0] = first
+        np.cumsum(lengths[:-1] + (HEADER + FOOTER), out=headers[1:])
+        headers[1:] += first
+        data = np.frombuffer(buf, dtype=np.uint8)
+        distinct, which = np.unique(lengths, return_inverse=True)
+        length_crcs = np.array([self._length_crc(n) for n in distinct.tolist()], dtype=np.uint32)[which]
+        crc = np.fromiter(map(google_crc32c.value, payloads), dtype=np.uint32, count=count)
+        masked = ((crc >> 15) | (crc << 17)) + np.uint32(_MASK_DELTA)  # uint32 wraps as the & 0xFFFFFFFF did
+        length_bad = length_crcs != _uint32_at(data, headers + 8)
+        bad = length_bad | (masked != _uint32_at(data, headers + HEADER + lengths))
+        if not bad.any():
+            return Block(base, buf, headers, lengths, payloads), None
+        at = int(bad.argmax())
+        if length_bad[at]:
+            damage = (base + int(headers[at]), "record length fails its checksum")
+        else:
+            damage = (base + int(headers[at]), f"record of {int(lengths[at])} bytes fails its checksum")
+        return Block(base, buf, headers[:at], lengths[:at], payloads[:at]), damage
 
     def mark_damaged(self, offset: int, message: str) -> None:
         """Stops the file at `offset`: nothing past damage is trusted."""
         self.damage = Damage(offset, message)
         self.pending = 0
+
+
+def _uint32_at(data: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The little-endian uint32 at each of `positions` in a byte array."""
+    return data[positions[:, None] + np.arange(4)].view("<u4").ravel()
 
 
 def read_record_at(path: str, offset: int) -> bytes:

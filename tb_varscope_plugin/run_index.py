@@ -14,11 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf.message import DecodeError
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin import events
-from tb_varscope_plugin.records import Damage, RecordReader, read_record_at
+from tb_varscope_plugin.records import HEADER, Block, Damage, RecordReader, read_record_at
 
 
 def is_event_file(name: str) -> bool:
@@ -71,31 +70,103 @@ class EventFile:
         self.reader = RecordReader(path)
         self.series: dict[str, Series] = {}
         self._plugins: dict[str, str] = {}
+        self._tag_ids: dict[str, int] = {}  # tag -> its position in _tags
+        self._tags: list[str] = []
+        self._kinds: dict[bytes, int] = {}  # a single value's tag bytes and field key -> tag id, or -1: no histogram
 
     def reload(self) -> bool:
         """Reads what was appended since the last call; True if any histogram value was added."""
         added = False
-        series = self.series
-        for offset, payload in self.reader.read():
-            try:
-                found = events.histogram_values(payload, self._plugins)
-            except DecodeError:
-                # A record whose checksum holds but which is no event is damage too.
-                self.reader.mark_damaged(offset, "record does not parse as an event")
+        for block in self.reader.blocks():
+            added = self._index(block) or added
+            if self.reader.damage is not None:
                 break
-            if found is None:
-                continue
-            step, wall_time, values = found
-            for index, tag, encoding in values:
-                s = series.get(tag)
-                if s is None:
-                    s = series[tag] = Series(encoding)
-                s.steps.append(step)
-                s.wall_times.append(wall_time)
-                s.offsets.append(offset)
-                s.indices.append(index)
-            added = True
         return added
+
+    def _index(self, block: Block) -> bool:
+        """Adds the histogram values of one block of records, and stops the file at a record that is no event."""
+        # Every record is parsed, so one that does not parse is damage wherever its fields are read from.
+        count = events.parsed_prefix(block.payloads)
+        payloads = block.payloads[:count]
+        starts = block.starts[:count] + HEADER
+        fast = events.single_values(np.frombuffer(block.data, dtype=np.uint8), starts, starts + block.lengths[:count])
+        raw = block.data
+        keys = [
+            raw[start : end + 1]
+            for start, end in zip(
+                fast.tag_start[fast.key_first].tolist(), fast.tag_end[fast.key_first].tolist(), strict=True
+            )
+        ]
+        kinds = self._kinds
+        # Read in full: records of other layouts, and the first single value of each tag-and-field key the file has
+        # not shown before; from then on the key alone decides whether a value is a histogram, and of which tag.
+        first_seen = [first for key, first in zip(keys, fast.key_first.tolist(), strict=True) if key not in kinds]
+        slow: list[tuple[int, int, int, str, int, float]] = []  # (record, index, tag id, encoding, step, wall_time)
+        for record in sorted(np.flatnonzero(~fast.simple[:count]).tolist() + first_seen):
+            found = events.histogram_values(payloads[record], self._plugins)
+            if fast.simple[record]:
+                kinds[keys[fast.key_of[record]]] = -1 if found is None else self._tag_id(found[2][0][1])
+            if found is not None:
+                step, wall_time, values = found
+                for index, tag, encoding in values:
+                    slow.append((record, index, self._tag_id(tag), encoding, step, wall_time))
+        key_tags = np.array([kinds[key] for key in keys] + [-1], dtype=np.int64)
+        tag_ids = key_tags[fast.key_of]  # key_of -1 (not simple) picks the trailing -1
+        tag_ids[first_seen] = -1
+        fast_records = np.flatnonzero(tag_ids >= 0)
+        if count < len(block.payloads):
+            self.reader.mark_damaged(block.base + int(block.starts[count]), "record does not parse as an event")
+        if not len(fast_records) and not slow:
+            return False
+        self._append(block, fast, fast_records, tag_ids[fast_records], slow)
+        return True
+
+    def _tag_id(self, tag: str) -> int:
+        tag_id = self._tag_ids.get(tag)
+        if tag_id is None:
+            tag_id = self._tag_ids[tag] = len(self._tags)
+            self._tags.append(tag)
+        return tag_id
+
+    def _append(
+        self,
+        block: Block,
+        fast: events.SingleValues,
+        fast_records: np.ndarray,
+        fast_tags: np.ndarray,
+        slow: list[tuple[int, int, int, str, int, float]],
+    ) -> None:
+        """Appends a block's values to their series in write order, creating series in order of first value."""
+        records = np.concatenate([fast_records, np.array([v[0] for v in slow], dtype=np.int64)])
+        indices = np.concatenate([np.zeros(len(fast_records), np.int64), np.array([v[1] for v in slow], np.int64)])
+        tag_ids = np.concatenate([fast_tags, np.array([v[2] for v in slow], dtype=np.int64)])
+        steps = np.concatenate([fast.step[fast_records], np.array([v[4] for v in slow], dtype=np.int64)])
+        wall_times = np.concatenate([fast.wall_time[fast_records], np.array([v[5] for v in slow], dtype=np.float64)])
+        offsets = block.base + block.starts[records]
+        order = np.lexsort((indices, records, tag_ids))  # by tag, then in write order
+        tag_ids = tag_ids[order]
+        firsts = np.flatnonzero(np.diff(tag_ids, prepend=-1))
+        bounds = np.append(firsts, len(order)).tolist()
+        # New series are created in the order their first values were written, as value-by-value appends would.
+        by_first = sorted(range(len(firsts)), key=lambda g: (records[order[firsts[g]]], indices[order[firsts[g]]]))
+        series = self.series
+        for g in by_first:
+            first, last = bounds[g], bounds[g + 1]
+            tag = self._tags[tag_ids[first]]
+            s = series.get(tag)
+            if s is None:
+                row = int(order[first])
+                if row < len(fast_records):
+                    tag_end = int(fast.tag_end[records[row]])
+                    encoding = events.LEGACY if block.data[tag_end] == events.LEGACY_FIELD else events.TENSOR
+                else:
+                    encoding = slow[row - len(fast_records)][3]
+                s = series[tag] = Series(encoding)
+            rows = order[first:last]
+            s.steps.frombytes(steps[rows].tobytes())
+            s.wall_times.frombytes(wall_times[rows].tobytes())
+            s.offsets.frombytes(offsets[rows].tobytes())
+            s.indices.frombytes(indices[rows].astype(np.uint16).tobytes())
 
     def warnings(self) -> list[dict]:
         """The file's damage, or a record cut short at its end, as report warnings."""
