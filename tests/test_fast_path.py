@@ -1,0 +1,227 @@
+"""The index reads single-value events straight from their bytes: it must find exactly what parsing every event does.
+
+Each file here is indexed twice: by the index, and value by value with the protobuf parser (`histogram_values`)
+over the file's records (tests/test_records.py checks they are TensorBoard's); both must give the same values,
+in the same order, and the same damage.
+"""
+
+import os
+import random
+import struct
+import time
+
+import numpy as np
+import pytest
+from eventlogs import histogram_event, layered_run, write_events
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.histogram.summary_v2 import histogram_pb
+from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+
+from tb_varscope_plugin import events, records
+from tb_varscope_plugin.records import RecordReader, masked_crc32c
+from tb_varscope_plugin.run_index import EventFile
+
+
+def parsed_values(path):
+    """`({tag: [(step, wall_time, offset, index, encoding), ...]}, damage offset or None)`, one event at a time;
+    a series keeps the encoding of its first value."""
+    plugins: dict[str, str] = {}
+    found: dict[str, list] = {}
+    for offset, payload in RecordReader(path).read():
+        try:
+            values = events.histogram_values(payload, plugins)
+        except DecodeError:
+            return found, offset
+        if values is not None:
+            step, wall_time, tags = values
+            for index, tag, encoding in tags:
+                series = found.setdefault(tag, [])
+                series.append((step, wall_time, offset, index, series[0][4] if series else encoding))
+    return found, None
+
+
+def indexed_values(event_file):
+    found = {
+        tag: [
+            (step, wall_time, offset, index, s.encoding)
+            for step, wall_time, offset, index in zip(s.steps, s.wall_times, s.offsets, s.indices, strict=True)
+        ]
+        for tag, s in event_file.series.items()
+    }
+    damage = event_file.reader.damage
+    return found, None if damage is None else damage.offset
+
+
+def assert_same(path):
+    event_file = EventFile(path)
+    event_file.reload()
+    ours = indexed_values(event_file)
+    theirs = parsed_values(path)
+    assert ours == theirs
+    assert list(ours[0]) == list(theirs[0])  # series created in the order their tags were first written
+    return ours
+
+
+def framed(payloads):
+    out = b""
+    for payload in payloads:
+        length = struct.pack("<Q", len(payload))
+        out += length + struct.pack("<I", masked_crc32c(length)) + payload + struct.pack("<I", masked_crc32c(payload))
+    return out
+
+
+def write_payloads(path, payloads):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(framed(payloads))
+
+
+def field(number, wire, body):
+    key = bytes([number << 3 | wire])
+    return key + (varint(len(body)) + body if wire == 2 else body)
+
+
+def varint(n):
+    n &= (1 << 64) - 1
+    out = b""
+    while True:
+        out += bytes([n & 0x7F | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+def tensor_value(tag, step, with_metadata):
+    value = histogram_pb(tag, np.linspace(-1, 1, 20) * (step + 1)).value[0]
+    if not with_metadata:
+        value.ClearField("metadata")  # as TF2 writers do after a tag's first value in a file
+    return value
+
+
+def mixed_events():
+    """Every layout the index has to get right: single values of each encoding, values of other plugins,
+    several values per summary, steps absent, negative and large, long and non-ASCII tags."""
+    rng = np.random.default_rng(1)
+    out = [event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")]
+    tags = ["dense/kernel", "é/ünïcode", "x" * 200, "kernel"]
+    for step in [0, 1, 2, -1, -(2**40), 2**62, 5, 0]:
+        for n, tag in enumerate(tags):
+            first = step == 0 and len(out) < 6
+            out.append(event_pb2.Event(step=step, wall_time=1e9 + step, summary=summary(tensor_value(tag, n, first))))
+        legacy = histogram_event(step, "weight", rng.normal(size=10), legacy=True)
+        legacy.wall_time = 0.0 if step == 5 else legacy.wall_time
+        out.append(legacy)
+        scalar = scalar_pb("loss", 0.5).value[0]
+        if step != 0:
+            scalar.ClearField("metadata")
+        out.append(event_pb2.Event(step=step, wall_time=2e9, summary=summary(scalar)))
+        out.append(
+            event_pb2.Event(
+                step=step, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="lr", simple_value=0.1)])
+            )
+        )
+        several = summary_pb2.Summary(value=[tensor_value("dense/kernel", 9, False), scalar, legacy.summary.value[0]])
+        out.append(event_pb2.Event(step=step, wall_time=3e9, summary=several))
+        out.append(event_pb2.Event(step=step, wall_time=4e9, summary=summary_pb2.Summary()))
+    # A scalar tag that is later written as a histogram: the first word on a tag stands.
+    out.append(event_pb2.Event(step=9, wall_time=5e9, summary=summary(tensor_value("loss", 9, True))))
+    return out
+
+
+def summary(value):
+    return summary_pb2.Summary(value=[value])
+
+
+def test_every_layout_is_indexed_as_parsing_finds_it(tmp_path):
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    write_events(path, mixed_events())
+    found, damage = assert_same(path)
+    assert damage is None
+    assert {"dense/kernel", "é/ünïcode", "x" * 200, "kernel", "weight"} <= set(found)
+    assert "loss" not in found and "lr" not in found
+    assert [value[0] for value in found["kernel"]] == [0, 1, 2, -1, -(2**40), 2**62, 5, 0]
+
+
+def test_hand_made_layouts_fall_back_to_parsing(tmp_path):
+    """Fields in an unusual order, repeated, or not understood: each read as a parser reads it."""
+    wall = field(1, 1, struct.pack("<d", 1.5))
+    value = tensor_value("t", 0, True)
+    histo = histogram_event(0, "h", np.arange(5.0), legacy=True).summary.value[0]
+    tag_t, tensor, metadata = field(1, 2, b"t"), field(8, 2, value.tensor.SerializeToString()), None
+    metadata = field(9, 2, value.metadata.SerializeToString())
+    histo_body = field(5, 2, histo.histo.SerializeToString())
+
+    def event(*value_fields, before=b"", after=b"", step=b""):
+        return wall + step + before + field(5, 2, field(1, 2, b"".join(value_fields))) + after
+
+    payloads = [
+        event(tag_t, tensor, metadata, step=field(2, 0, varint(3))),
+        event(tag_t, metadata, tensor, step=field(2, 0, varint(4))),  # metadata first
+        event(tag_t, tensor, step=field(2, 0, b"\x85\x80\x80\x00")),  # a step varint longer than it needs
+        event(field(1, 2, b"h"), histo_body, tag_t, tensor),  # a second tag: the last one counts
+        event(field(1, 2, b"h"), histo_body, tensor),  # histo then tensor: the oneof keeps the last
+        event(field(1, 2, b"h"), histo_body, after=field(5, 2, field(1, 2, field(1, 2, b"h2") + histo_body))),
+        event(field(1, 2, b"h"), histo_body, before=field(3, 2, b"brain.Event:2")),
+        field(2, 0, varint(7)) + wall + field(5, 2, field(1, 2, field(1, 2, b"h") + histo_body)),  # step first
+        event(field(1, 2, b"h"), histo_body, field(9, 2, b"")),  # a legacy histogram with (empty) metadata
+        event(field(1, 2, b"h"), histo_body, field(12, 0, varint(1))),  # an unknown field in the value
+        event(field(1, 2, b"h"), histo_body, step=field(2, 0, varint(-5))),
+    ]
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    write_payloads(path, payloads)
+    found, damage = assert_same(path)
+    assert damage is None
+    assert (len(found["t"]), len(found["h"]), len(found["h2"])) == (4, 6, 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bytes_changed_under_valid_checksums_give_what_parsing_gives(tmp_path, seed):
+    """A writer bug rather than a disk error: the CRCs hold, the bytes are wrong. Whatever the parser makes of
+    each such file (other values, fewer values, a record that is no event), the index makes the same."""
+    rng = random.Random(seed)
+    payloads = [e.SerializeToString() for e in mixed_events()]
+    outcomes = set()
+    for trial in range(60):
+        changed = list(payloads)
+        for _ in range(rng.choice([1, 1, 2, 5])):
+            at = rng.randrange(1, len(changed))
+            payload = bytearray(changed[at])
+            position = rng.randrange(min(len(payload), 40 if rng.random() < 0.7 else len(payload)))
+            payload[position] = rng.choice([rng.randrange(256), payload[position] ^ 1, 0x80, 0x0A, 0x2A, 0x42])
+            changed[at] = bytes(payload)
+        path = str(tmp_path / f"events.out.tfevents.{trial}.host")
+        write_payloads(path, changed)
+        outcomes.add(assert_same(path)[1] is None)
+    assert outcomes == {True, False}  # some changes made a record no event, some did not
+
+
+def test_records_across_many_small_buffers(tmp_path, monkeypatch):
+    """Buffers smaller than a record, and a file read as it grows: the same values as one read of the whole."""
+    monkeypatch.setattr(records, "BLOCK", 300)
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    layered_run(path, "kernel", [4, 8, 16], steps=6)
+    assert_same(path)
+    with open(path, "rb") as f:
+        whole = f.read()
+    growing = str(tmp_path / "events.out.tfevents.2.host")
+    event_file = EventFile(growing)
+    for cut in range(0, len(whole) + 250, 250):
+        with open(growing, "wb") as f:
+            f.write(whole[:cut])
+        event_file.reload()
+    assert indexed_values(event_file)[0] == parsed_values(growing)[0]
+    assert event_file.reader.pending == 0
+
+
+def test_tensorboardx_logs_are_indexed_as_parsing_finds_them(tmp_path):
+    tensorboardX = pytest.importorskip("tensorboardX")
+    rng = np.random.default_rng(0)
+    with tensorboardX.SummaryWriter(str(tmp_path)) as writer:
+        for step in range(5):
+            for name in ["weight", "bias", "0.weight"]:
+                writer.add_histogram(name, rng.normal(size=50), step)
+            writer.add_scalar("loss", 1.0 / (step + 1), step)
+    (name,) = [n for n in os.listdir(tmp_path) if "tfevents" in n]
+    found, damage = assert_same(str(tmp_path / name))
+    assert damage is None and set(found) == {"weight", "bias", "0.weight"}
