@@ -46,8 +46,7 @@ def _same_step(run: RunIndex, tag: str) -> dict | None:
         return None
     lanes = []
     for lane in range(writers):
-        refs = run.lane_refs(tag, lane)
-        last = run.decode(refs[-1])
+        last = run.decode(run.last_ref(tag, lane))
         lanes.append(
             {
                 "lane": lane,

@@ -239,18 +239,41 @@ class RunIndex:
         For writes within a step, lane k is the k-th write at each step; where several files hold that lane at
         one step (a resumed run), the later file's value wins, as the later writer superseded the earlier one.
         """
-        sharing = self._files_sharing(tag) if self.most_per_step(tag) == 1 else []
-        files = [sharing[lane]] if sharing else self.files
         by_step: dict[int, ValueRef] = {}
-        for f in files:
-            s = f.series.get(tag)
-            if s is None:
-                continue
-            positions = range(len(s.steps)) if sharing else s.lane_positions(lane).tolist()
-            for i in positions:
+        for f, s, positions in self._lane_positions(tag, lane):
+            for i in positions.tolist():
                 step = s.steps[i]
                 by_step[step] = ValueRef(step, s.wall_times[i], f.path, s.offsets[i], s.indices[i])
         return [by_step[step] for step in sorted(by_step)]
+
+    def last_ref(self, tag: str, lane: int) -> ValueRef | None:
+        """`lane_refs(tag, lane)[-1]` (None for an empty lane), without making a reference for every step."""
+        last = None
+        for f, s, positions in self._lane_positions(tag, lane):
+            if not len(positions):
+                continue
+            steps = np.frombuffer(s.steps, dtype=np.int64)[positions]
+            step = int(steps.max())
+            # As in lane_refs: at the highest step, a later file's value replaces an earlier one's, and a later
+            # position's an earlier one's.
+            if last is None or step >= last[0]:
+                last = (step, f, s, int(positions[np.flatnonzero(steps == step)[-1]]))
+        if last is None:
+            return None
+        step, f, s, i = last
+        return ValueRef(step, s.wall_times[i], f.path, s.offsets[i], s.indices[i])
+
+    def _lane_positions(self, tag: str, lane: int) -> list[tuple[EventFile, Series, np.ndarray]]:
+        """The files whose values make lane `lane` of `tag`, in the order they override one another, with the
+        positions of those values in each file's series."""
+        sharing = self._files_sharing(tag) if self.most_per_step(tag) == 1 else []
+        files = [sharing[lane]] if sharing else self.files
+        found = []
+        for f in files:
+            s = f.series.get(tag)
+            if s is not None:
+                found.append((f, s, np.arange(len(s.steps)) if sharing else s.lane_positions(lane)))
+        return found
 
     def _files_sharing(self, tag: str) -> list[EventFile]:
         names = {name for names in self.shared_steps(tag).values() for name in names}
