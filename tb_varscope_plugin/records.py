@@ -15,7 +15,7 @@ from tensorboard.compat.tensorflow_stub.io import gfile
 
 HEADER = 12  # uint64 length + uint32 masked CRC of the length
 FOOTER = 4  # uint32 masked CRC of the payload
-BLOCK = 8 << 20
+BLOCK = 1 << 20  # small enough to be reused from the heap: fresh pages cost more than the extra numpy calls
 
 _LENGTH = struct.Struct("<QI")
 _U64 = struct.Struct("<Q")
