@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Callable
@@ -138,7 +139,10 @@ def scan(
     """Reads every run under `logdir` and returns the report document (see the contract).
 
     `run_filter` keeps only runs whose name it matches; `progress` is told each run's name before it is read.
+    Files are read by two processes where there are two cores (a one-off scan owns its process; the plugin, a
+    threaded server, never forks).
     """
     index = LogdirIndex(logdir, run_filter)
-    index.reload(progress)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    index.reload(progress, processes=min(2, cores))
     return Reporter(index, checkpoints).report()

@@ -7,8 +7,11 @@ resumes each file where the previous call stopped and picks up new files and run
 
 from __future__ import annotations
 
+import os
+import pickle
 import posixpath
 import re
+import threading
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin import events
 from tb_varscope_plugin.records import HEADER, Block, Damage, RecordReader, read_record_at
+
+FORK_MIN_BYTES = 32 << 20  # less to read than this, and a fork costs more than it saves
 
 
 def is_event_file(name: str) -> bool:
@@ -190,6 +195,11 @@ class RunIndex:
 
     def reload(self, file_names: list[str] | None = None) -> None:
         """Adds new event files and reads what every file has gained."""
+        self.add_files(file_names)
+        self.read_done([f.reload() for f in self.files])
+
+    def add_files(self, file_names: list[str] | None = None) -> None:
+        """Adds the event files not known yet (all of the directory's when `file_names` is None), unread."""
         if file_names is None:
             file_names = [n for n in gfile.listdir(self.path) if is_event_file(n)]
         known = {f.name for f in self.files}
@@ -197,7 +207,10 @@ class RunIndex:
             if name not in known:
                 self.files.append(EventFile(posixpath.join(self.path, name)))
         self.files.sort(key=lambda f: f.name)
-        if any([f.reload() for f in self.files]):
+
+    def read_done(self, added: list[bool]) -> None:
+        """Takes note that the files were read, and whether each gained values."""
+        if any(added):
             self.generation += 1
 
     def histogram_tags(self) -> list[str]:
@@ -302,11 +315,13 @@ class LogdirIndex:
         self.run_filter = run_filter
         self.runs: dict[str, RunIndex] = {}
 
-    def reload(self, progress: Callable[[str], None] | None = None) -> None:
+    def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
         """Finds new runs and event files, and reads what every file has gained since the last call.
 
-        `progress` is told the name of each run before it is read.
+        `progress` is told the name of each run before it is read. With `processes` > 1, files are read by that
+        many forked processes where that is safe (see `read_files`), and `progress` hears of every run first.
         """
+        runs = []
         for directory, _, file_names in gfile.walk(self.logdir):
             names = [n for n in file_names if is_event_file(n)]
             if not names:
@@ -319,4 +334,72 @@ class LogdirIndex:
                 run = self.runs[name] = RunIndex(name, directory)
             if progress is not None:
                 progress(name)
-            run.reload(names)
+            if processes > 1:
+                run.add_files(names)
+                runs.append(run)
+            else:
+                run.reload(names)
+        if runs:
+            added = read_files([f for run in runs for f in run.files], processes)
+            for run in runs:
+                run.read_done([added.pop(0) for _ in run.files])
+
+
+def read_files(files: list[EventFile], processes: int) -> list[bool]:
+    """`[f.reload() for f in files]`, the files shared out among `processes` processes forked for the purpose.
+
+    Each child reads its share and sends back the files' state; the parent reads its own share meanwhile. Forking
+    is done only where it is safe and pays: local files, more than one of them, and no other thread running (a
+    fork copies locks another thread may hold). A child that fails leaves its share to be read here.
+    """
+    local = all(isinstance(gfile.get_filesystem(f.path), gfile.LocalFileSystem) for f in files)
+    if processes < 2 or len(files) < 2 or not local or threading.active_count() > 1 or not hasattr(os, "fork"):
+        return [f.reload() for f in files]
+    unread = [max(0, gfile.stat(f.path).length - f.reader.offset) for f in files]
+    if sum(unread) < FORK_MIN_BYTES:
+        return [f.reload() for f in files]
+    # Largest first, each to the least loaded process: a balance of bytes to read.
+    shares: list[list[int]] = [[] for _ in range(min(processes, len(files)))]
+    loads = [0] * len(shares)
+    for i in sorted(range(len(files)), key=lambda i: -unread[i]):
+        least = loads.index(min(loads))
+        shares[least].append(i)
+        loads[least] += unread[i]
+    children = [(_fork_reader(files, share), share) for share in shares[1:]]
+    try:
+        added = {i: files[i].reload() for i in shares[0]}
+    except BaseException:
+        for (pid, pipe), _ in children:
+            os.close(pipe)  # a child still writing gets EPIPE and exits
+            os.waitpid(pid, 0)
+        raise
+    for (pid, pipe), share in children:
+        with os.fdopen(pipe, "rb") as source:
+            sent = source.read()
+        os.waitpid(pid, 0)
+        try:
+            states = pickle.loads(sent)
+        except Exception:  # the child died before it could say: read its share here
+            states = None
+        for i in share:
+            if states is None:
+                added[i] = files[i].reload()
+            else:
+                added[i], files[i].__dict__ = states.pop(0)
+    return [added[i] for i in range(len(files))]
+
+
+def _fork_reader(files: list[EventFile], share: list[int]) -> tuple[int, int]:
+    """Forks a process that reads `share` of `files` and writes `[(added, file state), ...]` to the pipe returned."""
+    source, sink = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(sink)
+        return pid, source
+    try:
+        os.close(source)
+        states = [(files[i].reload(), files[i].__dict__) for i in share]
+        with os.fdopen(sink, "wb") as out:
+            out.write(pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL))
+    finally:
+        os._exit(0)  # no cleanup of the parent's copies (buffers, atexit) in the child
