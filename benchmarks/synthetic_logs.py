@@ -132,7 +132,8 @@ def _finished(root: Path, recipe: dict) -> dict | None:
     manifest = root / "manifest.json"
     if manifest.exists():
         found = json.loads(manifest.read_text())
-        if found.get("recipe") == recipe:
+        # The manifest holds the recipe's keys beside what was built: compare those keys only.
+        if {key: found.get(key) for key in recipe} == recipe:
             return found
     return None
 
