@@ -32,19 +32,7 @@ def tfkeras_run(tf, tmp_path_factory):
     """The seed article's model in tf-keras: three layers that each make `my_variable1` in __init__,
     trained one step with Adam, saved by a CheckpointManager and by `save_weights('.h5')`."""
     tf_keras = pytest.importorskip("tf_keras")
-
-    class MyLayer(tf_keras.layers.Layer):
-        def __init__(self, output_dim, **kwargs):
-            super().__init__(**kwargs)
-            self.output_dim = output_dim
-            self.v1 = self.add_weight(name="my_variable1", shape=[output_dim])
-
-        def build(self, input_shape):
-            self.v2 = self.add_weight(name="my_variable2", shape=[input_shape[1], self.output_dim])
-            self.built = True
-
-        def call(self, inputs):
-            return tf.matmul(inputs, self.v2) + self.v1
+    from demo.train import MyLayer  # the seed article's layer, as the demo trains it
 
     model = tf_keras.Sequential([tf_keras.Input((5,)), MyLayer(3), MyLayer(3), MyLayer(3)])
     model.compile(optimizer=tf_keras.optimizers.Adam(), loss="mse")
@@ -60,18 +48,7 @@ def tfkeras_run(tf, tmp_path_factory):
 def keras3_run(tf, tmp_path_factory):
     """The same model in Keras 3, saved by tf.train.Checkpoint, `save_weights` and `save`."""
     keras = pytest.importorskip("keras")
-
-    class MyLayer(keras.layers.Layer):
-        def __init__(self, output_dim, **kwargs):
-            super().__init__(**kwargs)
-            self.output_dim = output_dim
-            self.v1 = self.add_weight(name="my_variable1", shape=[output_dim])
-
-        def build(self, input_shape):
-            self.v2 = self.add_weight(name="my_variable2", shape=[input_shape[1], self.output_dim])
-
-        def call(self, inputs):
-            return keras.ops.matmul(inputs, self.v2) + self.v1
+    from scenarios import MyLayer  # the seed article's layer ported to Keras 3
 
     model = keras.Sequential([keras.Input((5,)), MyLayer(3), MyLayer(3, name="encoder"), MyLayer(3)])
     model.compile(optimizer="adam", loss="mse")
