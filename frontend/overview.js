@@ -17,7 +17,8 @@ import {plural} from './format.js';
  *            collisions: !Array<Collision>, groups: !Array<Group>}} RunReport
  * @typedef {{schema: string, logdir: string,
  *            summary: {runs: number, histogram_tags: number, collisions: number},
- *            runs: !Array<RunReport>, complete: (boolean|undefined)}} Report
+ *            runs: !Array<RunReport>, complete: (boolean|undefined),
+ *            warnings: (!Array<{file: string, offset: number, message: string}>|undefined)}} Report
  *   `complete` comes from the plugin's /report: false while its first pass over the logdir goes on.
  * @typedef {{run: string, collision: Collision, checkpoint: ?Checkpoint}} RunCollision
  * @typedef {{run: string, file: string, offset: number, message: string}} RunWarning
@@ -56,14 +57,16 @@ export function collisionList(report) {
 }
 
 /**
- * Damaged-file warnings of every run, in report order.
+ * Damaged-file warnings of every run, in report order, then the logdir's own (directories that could not be
+ * listed), whose run is ''.
  * @param {Report} report
  * @return {!Array<RunWarning>}
  */
 export function warningList(report) {
-  return report.runs.flatMap((run) =>
+  const ofRuns = report.runs.flatMap((run) =>
     run.warnings.map((warning) => ({run: run.run, ...warning})),
   );
+  return ofRuns.concat((report.warnings || []).map((warning) => ({run: '', ...warning})));
 }
 
 /**

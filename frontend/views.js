@@ -240,14 +240,17 @@ export function createWarnings(warnings) {
   const list = el('ul', {className: 'warning-list'});
   for (const warning of warnings) {
     const item = el('li', {className: 'warning', testid: 'warning'}, [
-      el('span', {className: 'warning-where', text: `${warning.run} · ${warning.file} @ byte ${warning.offset}`}),
+      el('span', {
+        className: 'warning-where',
+        text: warning.run ? `${warning.run} · ${warning.file} @ byte ${warning.offset}` : warning.file,
+      }),
       el('span', {className: 'warning-message', text: warning.message}),
     ]);
     item.setAttribute('data-run', warning.run);
     list.append(item);
   }
   return el('section', {className: 'card warnings', testid: 'warnings'}, [
-    el('h2', {text: `${plural(warnings.length, 'warning')}: event files read only in part`}),
+    el('h2', {text: `${plural(warnings.length, 'warning')}: files read in part or not at all`}),
     list,
   ]);
 }

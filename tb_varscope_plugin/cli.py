@@ -11,8 +11,10 @@ import textwrap
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin.report import scan
+from tb_varscope_plugin.run_index import READ_ERRORS
 
 CLEAN, COLLISIONS, USAGE = 0, 1, 2
+INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
 WIDTH = 100
 
 
@@ -58,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     progress = _Progress() if sys.stderr.isatty() and not args.json else None
     try:
         report = scan(args.logdir, args.checkpoint, run_filter=run_filter, progress=progress)
-    except OSError as error:
+    except READ_ERRORS as error:
         return _usage(f"cannot read {args.logdir!r}: {error}")
+    except KeyboardInterrupt:
+        sys.stderr.write("tb-varscope: interrupted\n")
+        return INTERRUPTED
     finally:
         if progress is not None:
             progress.done()
@@ -99,8 +104,15 @@ def format_report(report: dict) -> str:
         if run["collisions"] or run["warnings"]:
             lines.extend(_run_block(run))
             lines.append("")
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning['file']}: {warning['message']}")
     lines.append(_summary_line(report))
-    return "\n".join(lines) + "\n"
+    # Run, tag and file names come from the logdir: control characters in them must not drive the terminal.
+    return "\n".join(_printable(line) for line in lines) + "\n"
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _run_block(run: dict) -> list[str]:

@@ -46,7 +46,8 @@ FRONTEND = Path(__file__).parent / "frontend"
 def downsample(items: list, k: int) -> list:
     """At most `k` of `items` in order, always the last, the rest uniformly at random with a fixed seed.
 
-    The same choice TensorBoard's histogram data makes, so a long series looks the same in both tabs.
+    Sampled the way TensorBoard samples histograms (a uniform sample that keeps the latest step), though not
+    necessarily the same steps as its reservoir picks.
     """
     if k >= len(items):
         return list(items)
@@ -73,9 +74,10 @@ class VarScopePlugin(base_plugin.TBPlugin):
         }
         self._index = LogdirIndex(context.logdir)
         self._reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
-        # `_index_lock` is held while the index is read or queried; `_report_lock` only to swap the published
-        # report or start the reader, so `/report` never waits for a read in progress.
-        self._index_lock = threading.Lock()
+        # `_reload_lock` makes reloads take turns; the index's own lock is held only while one event file is
+        # read, so a lane's histograms wait for one file at most; `_report_lock` only swaps the published report
+        # or starts the reader, so `/report` never waits for a read in progress.
+        self._reload_lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._read_once = False  # until the first pass over the logdir ends, the report is partial
         self._report = self._published(self._reporter.report())
@@ -147,10 +149,14 @@ class VarScopePlugin(base_plugin.TBPlugin):
             raise errors.InvalidArgumentError(f"`lane` must be a non-negative integer, not {lane!r}")
         run_index, refs = self._lane_refs(run, tag, int(lane))
         # Decoding reads the event files at recorded offsets only, so it needs no lock.
-        return [[ref.wall_time, ref.step, run_index.decode(ref).tolist()] for ref in refs]
+        try:
+            return [[ref.wall_time, ref.step, run_index.decode(ref).tolist()] for ref in refs]
+        except ValueError as error:  # the file was truncated or replaced since it was read
+            message = f"values of tag {tag!r} in run {run!r} can no longer be read: {error}"
+            raise errors.NotFoundError(message) from error
 
     def _lane_refs(self, run: str, tag: str, lane: int) -> tuple[RunIndex, list[ValueRef]]:
-        with self._index_lock:
+        with self._index.lock:
             run_index = self._index.runs.get(run)
             if run_index is None:
                 raise errors.NotFoundError(f"no run {run!r}")
@@ -164,7 +170,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
 
     def reload_impl(self) -> None:
         """Reads what the logdir has gained since the last call and publishes the new report."""
-        with self._index_lock:
+        with self._reload_lock:
             self._index.reload(progress=self._publish_while_reading)
             self._read_once = True
             self._publish()

@@ -43,6 +43,11 @@ class Reporter:
                 "collisions": sum(len(r["collisions"]) for r in runs),
             },
             "runs": runs,
+            # Beside the contract's fields: directories that could not be listed, so their runs are missing.
+            "warnings": [
+                {"file": directory, "offset": 0, "message": f"could not be listed ({why}); runs in it are not read"}
+                for directory, why in sorted(self.index.unlisted.items())
+            ],
         }
 
     def checkpoint_path(self, run: RunIndex) -> str | None:

@@ -11,18 +11,27 @@ import os
 import pickle
 import posixpath
 import re
+import select
+import signal
 import threading
+import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from tensorboard.compat.tensorflow_stub import errors as fs_errors
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin import events
 from tb_varscope_plugin.records import HEADER, Block, Damage, RecordReader, read_record_at
 
 FORK_MIN_BYTES = 32 << 20  # less to read than this, and a fork costs more than it saves
+# A child reads about as many bytes as the parent; one still silent this long after the parent's share is stuck.
+CHILD_GRACE_SECONDS = 30.0
+CHILD_SLOWDOWN = 10
+# What the filesystem layer raises for a file or directory that vanished or cannot be read.
+READ_ERRORS = (OSError, fs_errors.OpError)
 
 
 def is_event_file(name: str) -> bool:
@@ -39,7 +48,7 @@ class Series:
         self.steps = array("q")
         self.wall_times = array("d")
         self.offsets = array("q")  # record offset in the file
-        self.indices = array("H")  # position of the value in the record's summary
+        self.indices = array("I")  # position of the value in the record's summary
         self.encoding = encoding
 
     def step_counts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -78,14 +87,23 @@ class EventFile:
         self._tag_ids: dict[str, int] = {}  # tag -> its position in _tags
         self._tags: list[str] = []
         self._kinds: dict[bytes, int] = {}  # a single value's tag bytes and field key -> tag id, or -1: no histogram
+        self.error: str | None = None  # why the last reload could not read the file (it vanished, say)
 
     def reload(self) -> bool:
-        """Reads what was appended since the last call; True if any histogram value was added."""
+        """Reads what was appended since the last call; True if any histogram value was added.
+
+        A file that cannot be read (removed, unreadable) keeps what was read of it and is tried again next time.
+        """
         added = False
-        for block in self.reader.blocks():
-            added = self._index(block) or added
-            if self.reader.damage is not None:
-                break
+        try:
+            for block in self.reader.blocks():
+                added = self._index(block) or added
+                if self.reader.damage is not None:
+                    break
+        except READ_ERRORS as error:
+            self.error = f"could not be read ({_reason(error)}); it is tried again at the next reload"
+            return added
+        self.error = None
         return added
 
     def _index(self, block: Block) -> bool:
@@ -171,10 +189,12 @@ class EventFile:
             s.steps.frombytes(steps[rows].tobytes())
             s.wall_times.frombytes(wall_times[rows].tobytes())
             s.offsets.frombytes(offsets[rows].tobytes())
-            s.indices.frombytes(indices[rows].astype(np.uint16).tobytes())
+            s.indices.frombytes(indices[rows].astype(np.uint32).tobytes())
 
     def warnings(self) -> list[dict]:
         """The file's damage, or a record cut short at its end, as report warnings."""
+        if self.error is not None:
+            return [{"file": self.path, "offset": self.reader.offset, "message": self.error}]
         damage: Damage | None = self.reader.damage
         if damage is not None:
             return [{"file": self.path, "offset": damage.offset, "message": f"{damage.message}; not read past it"}]
@@ -193,15 +213,8 @@ class RunIndex:
         self.files: list[EventFile] = []
         self.generation = 0  # bumped whenever new values arrive, so derived results know they are stale
 
-    def reload(self, file_names: list[str] | None = None) -> None:
-        """Adds new event files and reads what every file has gained."""
-        self.add_files(file_names)
-        self.read_done([f.reload() for f in self.files])
-
-    def add_files(self, file_names: list[str] | None = None) -> None:
-        """Adds the event files not known yet (all of the directory's when `file_names` is None), unread."""
-        if file_names is None:
-            file_names = [n for n in gfile.listdir(self.path) if is_event_file(n)]
+    def add_files(self, file_names: list[str]) -> None:
+        """Adds the event files not known yet, unread."""
         known = {f.name for f in self.files}
         for name in sorted(file_names):
             if name not in known:
@@ -308,12 +321,18 @@ def run_name(logdir: str, directory: str) -> str:
 
 
 class LogdirIndex:
-    """Every run under a logdir (or those whose name matches `run_filter`), discovered and read incrementally."""
+    """Every run under a logdir (or those whose name matches `run_filter`), discovered and read incrementally.
+
+    `lock` is held while the index changes, one event file at a time: a thread that queries the index while
+    another reloads it takes the lock around each query.
+    """
 
     def __init__(self, logdir: str, run_filter: re.Pattern | None = None) -> None:
         self.logdir = logdir.rstrip("/") or "/"
         self.run_filter = run_filter
         self.runs: dict[str, RunIndex] = {}
+        self.unlisted: dict[str, str] = {}  # directory -> why it could not be listed at the last reload
+        self.lock = threading.Lock()
 
     def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
         """Finds new runs and event files, and reads what every file has gained since the last call.
@@ -322,27 +341,56 @@ class LogdirIndex:
         many forked processes where that is safe (see `read_files`), and `progress` hears of every run first.
         """
         runs = []
-        for directory, _, file_names in gfile.walk(self.logdir):
-            names = [n for n in file_names if is_event_file(n)]
-            if not names:
-                continue
+        for directory, names in self._event_directories():
             name = run_name(self.logdir, directory)
             if self.run_filter is not None and not self.run_filter.search(name):
                 continue
-            run = self.runs.get(name)
-            if run is None:
-                run = self.runs[name] = RunIndex(name, directory)
+            with self.lock:
+                run = self.runs.get(name)
+                if run is None:
+                    run = self.runs[name] = RunIndex(name, directory)
+                run.add_files(names)
             if progress is not None:
                 progress(name)
             if processes > 1:
-                run.add_files(names)
                 runs.append(run)
-            else:
-                run.reload(names)
+                continue
+            added = []
+            for f in run.files:
+                with self.lock:
+                    added.append(f.reload())
+            with self.lock:
+                run.read_done(added)
         if runs:
             added = read_files([f for run in runs for f in run.files], processes)
-            for run in runs:
-                run.read_done([added.pop(0) for _ in run.files])
+            with self.lock:
+                for run in runs:
+                    run.read_done(added[: len(run.files)])
+                    del added[: len(run.files)]
+
+    def _event_directories(self) -> Iterator[tuple[str, list[str]]]:
+        """`(directory, event file names)` for every directory under the logdir that holds event files, in
+        TensorBoard's walk order. A directory that cannot be listed is noted in `unlisted` and skipped."""
+        self.unlisted.clear()
+        pending = [self.logdir]
+        while pending:
+            directory = pending.pop()
+            fs = gfile.get_filesystem(directory)
+            try:
+                entries = [(name, fs.join(directory, name)) for name in sorted(gfile.listdir(directory))]
+                subdirectories = [path for _, path in entries if gfile.isdir(path)]
+            except READ_ERRORS as error:
+                self.unlisted[directory] = _reason(error)
+                continue
+            names = [name for name, path in entries if is_event_file(name) and path not in subdirectories]
+            if names:
+                yield directory, names
+            pending.extend(reversed(subdirectories))
+
+
+def _reason(error: Exception) -> str:
+    """What a filesystem error says, without the class name TensorBoard's stub errors print."""
+    return getattr(error, "message", None) or str(error) or error.__class__.__name__
 
 
 def read_files(files: list[EventFile], processes: int) -> list[bool]:
@@ -350,12 +398,13 @@ def read_files(files: list[EventFile], processes: int) -> list[bool]:
 
     Each child reads its share and sends back the files' state; the parent reads its own share meanwhile. Forking
     is done only where it is safe and pays: local files, more than one of them, and no other thread running (a
-    fork copies locks another thread may hold). A child that fails leaves its share to be read here.
+    fork copies locks another thread may hold). A child that fails, or is stuck long after the parent finished its
+    own share, leaves its share to be read here.
     """
     local = all(isinstance(gfile.get_filesystem(f.path), gfile.LocalFileSystem) for f in files)
     if processes < 2 or len(files) < 2 or not local or threading.active_count() > 1 or not hasattr(os, "fork"):
         return [f.reload() for f in files]
-    unread = [max(0, gfile.stat(f.path).length - f.reader.offset) for f in files]
+    unread = [_unread_bytes(f) for f in files]
     if sum(unread) < FORK_MIN_BYTES:
         return [f.reload() for f in files]
     # Largest first, each to the least loaded process: a balance of bytes to read.
@@ -366,6 +415,7 @@ def read_files(files: list[EventFile], processes: int) -> list[bool]:
         shares[least].append(i)
         loads[least] += unread[i]
     children = [(_fork_reader(files, share), share) for share in shares[1:]]
+    started = time.monotonic()
     try:
         added = {i: files[i].reload() for i in shares[0]}
     except BaseException:
@@ -373,20 +423,44 @@ def read_files(files: list[EventFile], processes: int) -> list[bool]:
             os.close(pipe)  # a child still writing gets EPIPE and exits
             os.waitpid(pid, 0)
         raise
+    deadline = time.monotonic() + CHILD_GRACE_SECONDS + CHILD_SLOWDOWN * (time.monotonic() - started)
     for (pid, pipe), share in children:
-        with os.fdopen(pipe, "rb") as source:
-            sent = source.read()
-        os.waitpid(pid, 0)
-        try:
-            states = pickle.loads(sent)
-        except Exception:  # the child died before it could say: read its share here
-            states = None
+        states = _receive(pid, pipe, deadline)
         for i in share:
             if states is None:
                 added[i] = files[i].reload()
             else:
                 added[i], files[i].__dict__ = states.pop(0)
     return [added[i] for i in range(len(files))]
+
+
+def _unread_bytes(f: EventFile) -> int:
+    try:
+        return max(0, gfile.stat(f.path).length - f.reader.offset)
+    except READ_ERRORS:
+        return 0  # gone: its reload will say so
+
+
+def _receive(pid: int, pipe: int, deadline: float) -> list | None:
+    """What a child sent through `pipe`, or None if it died, or was still silent at `deadline` (then it is killed)."""
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                return None
+            chunk = os.read(pipe, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(pipe)
+        os.waitpid(pid, 0)
+    try:
+        return pickle.loads(b"".join(chunks))
+    except (pickle.UnpicklingError, EOFError):  # the child died before it had said everything
+        return None
 
 
 def _fork_reader(files: list[EventFile], share: list[int]) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 """Reading a logdir's files in forked processes gives the index that reading them in turn gives."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -82,3 +83,20 @@ def test_a_child_that_fails_leaves_its_share_to_the_parent(logdir, monkeypatch, 
     monkeypatch.setattr(run_index.pickle, "dumps", fail_in_child)
     assert state(read(logdir, 2)) == state(read(logdir, 1))
     assert len(forks) == 1
+
+
+def test_a_stuck_child_is_stopped_and_its_share_read_here(logdir, monkeypatch, forks):
+    parent = os.getpid()
+    dumps = run_index.pickle.dumps
+
+    def hang_in_child(*args, **kwargs):
+        if os.getpid() != parent:
+            time.sleep(3600)
+        return dumps(*args, **kwargs)
+
+    monkeypatch.setattr(run_index.pickle, "dumps", hang_in_child)
+    monkeypatch.setattr(run_index, "CHILD_GRACE_SECONDS", 0.5)
+    started = time.monotonic()
+    assert state(read(logdir, 2)) == state(read(logdir, 1))
+    assert len(forks) == 1
+    assert time.monotonic() - started < 30

@@ -41,6 +41,15 @@ test('warnings carry their run, file and offset', () => {
   ]);
 });
 
+test("the logdir's own warnings follow the runs' with an empty run", () => {
+  const report = {
+    ...collidingReport(),
+    warnings: [{file: '/logs/locked', offset: 0, message: 'could not be listed (Permission denied)'}],
+  };
+  assert.deepEqual(warningList(report).at(-1),
+      {run: '', file: '/logs/locked', offset: 0, message: 'could not be listed (Permission denied)'});
+});
+
 test('lane count: one per same-step lane, one per file for cross-file collisions', () => {
   const report = collidingReport();
   assert.equal(laneCount(findCollision(report, 'train', SEED_TAG)), 3);
