@@ -146,7 +146,8 @@ def keras3_vname(run_dir: Path) -> keras.Model:
     - `bias`: 3 values per step (shapes [4], [4], [3]).
     - `loss` (scalar) once per step.
     Keras 3 `v.name` is the bare leaf; `v.path` is `sequential/dense/kernel`, `sequential/dense_1/kernel`, ...
-    Checkpoints: `model.weights.h5` (Keras weights HDF5) and TF object-based `ckpt/ckpt-1`.
+    Checkpoints: `model.weights.h5` (Keras weights HDF5) and TF object-based `ckpt/ckpt-1`. Discovery takes
+    `model.weights.h5`, the one in the run directory itself; `ckpt/` serves when named with `--checkpoint`.
     """
     return _train_keras3_loop(run_dir, lambda v: v.name)
 

@@ -128,32 +128,52 @@ def read_checkpoint(path: str) -> Checkpoint:
 
 
 def find_checkpoint(run_dir: str, logdir: str) -> str | None:
-    """The checkpoint that belongs to a run: in `run_dir`, else in the nearest ancestor up to `logdir`
-    (itself or a subdirectory holding no event files). The newest wins."""
+    """The checkpoint that belongs to a run: the newest in `run_dir` itself; else, walking up from `run_dir` to
+    `logdir`, the newest at the first level that has one in the directory itself (from the parent up) or in a
+    subdirectory of it with no event file anywhere below (`ckpt/`, `checkpoints/`)."""
     run_dir = run_dir.rstrip("/") or run_dir
     logdir = logdir.rstrip("/") or logdir
+    found = _newest(_candidates(run_dir))
     directory = run_dir
-    while True:
-        found = _newest(_candidates_near(directory))
-        if found is not None:
-            return found
+    while found is None:
+        level = _candidates(directory) if directory != run_dir else []
+        found = _newest(level + _candidates_below(directory))
         parent = posixpath.dirname(directory)
         if directory == logdir or parent == directory or not _is_within(parent, logdir):
-            return None
+            break
         directory = parent
+    return found
 
 
 def _is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _candidates_near(directory: str) -> list[tuple[str, float]]:
-    found = _candidates(directory)
+def _candidates_below(directory: str) -> list[tuple[str, float]]:
+    """Checkpoints directly in the subdirectories of `directory` that neither are runs nor hold runs: a checkpoint
+    directory beside one experiment's runs must not hand its checkpoint to another experiment."""
+    found = []
     for entry in _listdir(directory):
         sub = posixpath.join(directory, entry)
-        if gfile.isdir(sub) and not any("tfevents" in name for name in _listdir(sub)):
+        if gfile.isdir(sub) and not _holds_event_files(sub):
             found.extend(_candidates(sub))
     return found
+
+
+def _holds_event_files(directory: str) -> bool:
+    pending, seen = [directory], set()
+    while pending:
+        current = pending.pop()
+        # Symlinked directories are followed (runs are often linked in), but a link loop is walked once.
+        key = os.path.realpath(current) if isinstance(gfile.get_filesystem(current), gfile.LocalFileSystem) else current
+        if key in seen:
+            continue
+        seen.add(key)
+        entries = _listdir(current)
+        if any("tfevents" in entry for entry in entries):
+            return True
+        pending.extend(sub for entry in entries if gfile.isdir(sub := posixpath.join(current, entry)))
+    return False
 
 
 def _candidates(directory: str) -> list[tuple[str, float]]:

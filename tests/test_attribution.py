@@ -258,12 +258,17 @@ def test_tfkeras_init_weights_are_named_after_their_layers(scenario):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("checkpoint", [None, "model.weights.h5"])
-def test_keras3_v_name_lanes_are_named_after_their_layers(scenario, checkpoint):
+@pytest.mark.parametrize(
+    ("checkpoint", "expected_format"),
+    # Found, the run's own `model.weights.h5` beats its `ckpt/`; named, `ckpt/` gives the same answer.
+    [(None, "keras-weights-h5"), ("ckpt", "tf-checkpoint")],
+)
+def test_keras3_v_name_lanes_are_named_after_their_layers(scenario, checkpoint, expected_format):
     run_dir = scenario("keras3_vname")
     report = scan(str(run_dir), [str(run_dir / checkpoint)] if checkpoint else None)
-    expected_format = "keras-weights-h5" if checkpoint else "tf-checkpoint"
     assert report["runs"][0]["checkpoint"]["format"] == expected_format
+    if checkpoint is None:
+        assert report["runs"][0]["checkpoint"]["path"] == str(run_dir / "model.weights.h5")
     for leaf, shapes in (("kernel", [[5, 4], [4, 4], [4, 3]]), ("bias", [[4], [4], [3]])):
         lanes = _lanes(report, ".", leaf)
         assert [lane["variable"] for lane in lanes] == [

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from tb_varscope_plugin import scan
 from tb_varscope_plugin.checkpoint import CheckpointError, find_checkpoint, read_checkpoint
 
 
@@ -65,12 +66,65 @@ def test_nearest_ancestor_wins_over_logdir(tmp_path):
     assert find_checkpoint(str(run), str(tmp_path)) == str(tmp_path / "exp1" / "model.keras")
 
 
-def test_newest_wins_within_one_level(tmp_path):
+def test_a_checkpoint_in_the_run_itself_beats_a_newer_one_in_its_ckpt_directory(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "model.weights.h5", mtime=1_000_000.0)
+    _touch(run / "ckpt" / "ckpt-1.index", mtime=3_000_000.0)
+    _touch(run / "ckpt" / "ckpt-1.data-00000-of-00001", mtime=3_000_000.0)
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "model.weights.h5")
+
+
+def test_newest_wins_among_the_checkpoint_directories_of_a_run(tmp_path):
     run = _run(tmp_path, "run1")
     _touch(run / "ckpt" / "early.weights.h5", mtime=1_000_000.0)
-    _touch(run / "late.safetensors", mtime=3_000_000.0)
-    _touch(run / "checkpoints" / "middle.keras", mtime=2_000_000.0)
-    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "late.safetensors")
+    _touch(run / "checkpoints" / "late.safetensors", mtime=3_000_000.0)
+    _touch(tmp_path / "newest.keras", mtime=9_000_000.0)
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "checkpoints" / "late.safetensors")
+
+
+def test_newest_wins_within_one_ancestor_level(tmp_path):
+    run = _run(tmp_path, "exp/train")
+    _touch(tmp_path / "exp" / "early.keras", mtime=1_000_000.0)
+    _touch(tmp_path / "exp" / "ckpt" / "late.weights.h5", mtime=3_000_000.0)
+    assert find_checkpoint(str(run), str(tmp_path)) == str(tmp_path / "exp" / "ckpt" / "late.weights.h5")
+
+
+def test_another_experiments_checkpoint_is_not_borrowed(tmp_path):
+    run = _run(tmp_path, "exp_a/train")
+    _run(tmp_path, "exp_b/train")
+    _touch(tmp_path / "exp_b" / "model.keras")
+    _touch(tmp_path / "exp_b" / "ckpt" / "model.weights.h5")
+    assert find_checkpoint(str(run), str(tmp_path)) is None
+    # exp_b's own run still finds it.
+    assert find_checkpoint(str(tmp_path / "exp_b" / "train"), str(tmp_path)) == str(tmp_path / "exp_b" / "model.keras")
+
+
+def test_a_directory_with_runs_deep_below_is_not_a_checkpoint_directory(tmp_path):
+    run = _run(tmp_path, "exp_a/train")
+    _run(tmp_path, "exp_b/seeds/0/train")
+    _touch(tmp_path / "exp_b" / "model.keras")
+    _touch(tmp_path / "shared" / "model.safetensors")
+    assert find_checkpoint(str(run), str(tmp_path)) == str(tmp_path / "shared" / "model.safetensors")
+
+
+def test_a_symlink_loop_below_a_checkpoint_directory_ends(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(tmp_path / "ckpt" / "model.keras")
+    (tmp_path / "ckpt" / "again").symlink_to(tmp_path / "ckpt")
+    assert find_checkpoint(str(run), str(tmp_path)) == str(tmp_path / "ckpt" / "model.keras")
+
+
+@pytest.mark.slow
+def test_scenario_logdir_runs_take_only_their_own_experiments_checkpoint(logdir_of):
+    logdir = logdir_of("multi_run", "keras3_callback")
+    report = scan(str(logdir))
+    found = {run["run"]: run["checkpoint"] and run["checkpoint"]["path"] for run in report["runs"]}
+    assert found == {
+        "keras3_callback/train": str(logdir / "keras3_callback" / "model.keras"),
+        "multi_run/run_a": None,
+        "multi_run/run_b": None,
+        "multi_run/run_c": None,
+    }
 
 
 def test_sibling_run_checkpoints_are_not_borrowed(tmp_path):

@@ -183,3 +183,14 @@ def test_clean_runs_have_groups_and_no_collisions(scenario, name, expected):
     placed = sorted(tag for g in run["groups"] for tag in g["tags"])
     assert len(placed) == run["histogram_tags"] == 6
     assert all(v["checkpoint_key"] and v["tag"] for g in run["groups"] for v in g["variables"])
+
+
+@pytest.mark.slow
+def test_keras3_vpath_variables_from_weights_h5_are_named_by_layer_path_and_tag_leaf(scenario):
+    (run,) = scan(str(scenario("keras3_vpath")))["runs"]
+    assert run["checkpoint"]["format"] == "keras-weights-h5"  # the run's own file, not its `ckpt/`
+    assert sorted((v["path"], v["checkpoint_key"], v["tag"]) for g in run["groups"] for v in g["variables"]) == sorted(
+        (f"sequential/{d}/{leaf}", f"layers/{d}/vars/{k}", f"sequential/{d}/{leaf}")
+        for d in ("dense", "dense_1", "dense_2")
+        for k, leaf in enumerate(("kernel", "bias"))
+    )
