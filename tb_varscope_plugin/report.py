@@ -94,14 +94,20 @@ def _checkpoint_warning(path: str, error: CheckpointError) -> dict:
 
 def _shared_depth(path: str, directory: str) -> int:
     """How many leading directories a checkpoint path shares with a run directory."""
-    a = posixpath.dirname(path.rstrip("/")).split("/")
-    b = directory.rstrip("/").split("/")
+    a = _comparable(posixpath.dirname(path.rstrip("/"))).split("/")
+    b = _comparable(directory.rstrip("/")).split("/")
     depth = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
             break
         depth += 1
     return depth
+
+
+def _comparable(path: str) -> str:
+    # A relative logdir and absolute checkpoint paths (or the reverse) name the same places only once both are
+    # absolute and free of `.`/`..`; a URL (gs://, s3://) has no working directory and is compared as written.
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _mtime(path: str) -> float | None:

@@ -6,6 +6,7 @@ import itertools
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -351,3 +352,32 @@ def test_several_explicit_checkpoints_each_serve_the_run_beside_them(logdir_of):
     single = scan(str(logdir), checkpoints[1:])
     assert [r["checkpoint"]["path"] for r in single["runs"]] == [checkpoints[1]] * 2
     assert all(lane["variable"] is None for lane in _lanes(single, "tbx_leaf", "kernel"))
+
+
+@pytest.mark.parametrize("relative", ["logdir", "checkpoints"])
+def test_several_explicit_checkpoints_match_runs_whether_paths_are_relative_or_absolute(
+    tmp_path, monkeypatch, relative
+):
+    monkeypatch.chdir(tmp_path)
+    for run in ("a", "b"):
+        write_events(str(tmp_path / "logs" / run / "events.out.tfevents.1.host"), [])
+    absolute = [str(tmp_path / "logs" / run / "model.safetensors") for run in ("b", "a")]
+    if relative == "logdir":
+        logdir, checkpoints = "logs", absolute
+    else:
+        logdir, checkpoints = str(tmp_path / "logs"), ["./logs/b/model.safetensors", "logs/x/../a/model.safetensors"]
+    index = LogdirIndex(logdir)
+    index.reload()
+    reporter = Reporter(index, checkpoints)
+    assert {name: reporter.checkpoint_path(run) for name, run in index.runs.items()} == {
+        "a": checkpoints[1],
+        "b": checkpoints[0],
+    }
+
+
+def test_url_checkpoints_are_matched_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a URL must not be taken for a path under the working directory
+    checkpoints = ["gs://bucket/exp/b/model.keras", "gs://bucket/exp/a/model.keras"]
+    reporter = Reporter(LogdirIndex("gs://bucket/exp"), checkpoints)
+    assert reporter.checkpoint_path(SimpleNamespace(path="gs://bucket/exp/a")) == checkpoints[1]
+    assert reporter.checkpoint_path(SimpleNamespace(path="gs://bucket/exp/b")) == checkpoints[0]
