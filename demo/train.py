@@ -162,11 +162,24 @@ def keras3_vpath(run_dir: Path) -> keras.Model:
     return _train_keras3_loop(run_dir, lambda v: v.path)
 
 
+# Run folder -> (writer, the line printed beside it; runs refer to each other by their folder numbers).
 DEMO_RUNS = {
-    "1-tfkeras-init-weight": tfkeras_seed,
-    "2-tfkeras-build-weight": tfkeras_fixed,
-    "3-keras3-v-name": keras3_vname,
-    "4-keras3-v-path": keras3_vpath,
+    "1-tfkeras-init-weight": (
+        tfkeras_seed,
+        "tf-keras, the same layer x3 making `my_variable1` in __init__: its 3 copies share one tag (collision)",
+    ),
+    "2-tfkeras-build-weight": (
+        tfkeras_fixed,
+        "the model of run 1 with every weight made in build(): one tag per weight (clean)",
+    ),
+    "3-keras3-v-name": (
+        keras3_vname,
+        "Keras 3 Dense x3 logging `tf.summary.histogram(v.name, v)`: `kernel` and `bias` collide",
+    ),
+    "4-keras3-v-path": (
+        keras3_vpath,
+        "the training of run 3 logging `v.path` instead of `v.name`: one tag per weight (clean)",
+    ),
 }
 
 
@@ -176,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logdir = Path(args.logdir)
     start = time.monotonic()
-    for name, write in DEMO_RUNS.items():
+    for name, (write, shows) in DEMO_RUNS.items():
         run_dir = logdir / name
         write(run_dir)
-        print(f"wrote {run_dir}: {write.__doc__.splitlines()[0]}")
+        print(f"wrote {run_dir}: {shows}")
     print(f"done in {time.monotonic() - start:.1f}s. Next:")
     print(f"  tb-varscope scan {logdir}")
     print(f"  tensorboard --logdir {logdir}")
