@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import textwrap
+from importlib import metadata
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Find histogram tags that collide across layers in TensorBoard logs, and the variables "
         "behind them.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('tb-varscope')}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     scan_parser = commands.add_parser(
         "scan",

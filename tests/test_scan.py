@@ -123,3 +123,5 @@ def test_cli_usage_errors_are_one_line_and_status_2(tmp_path):
     assert bad_regex.returncode == 2 and "--run is not a valid regular expression" in bad_regex.stderr
     no_command = run()
     assert no_command.returncode == 2 and "Traceback" not in no_command.stderr
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("tb-varscope 0.")
