@@ -14,6 +14,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=["tb_varscope_plugin"],
     # The tab's ES modules live in frontend/ at the top of the repository; tb_varscope_plugin/frontend links to it,
