@@ -48,9 +48,10 @@ SERVING = re.compile(r"TensorBoard \S+ at (http://\S+) ")
 
 @pytest.fixture(scope="module")
 def logdir(scenario, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The seed article's tf-keras run; tests add runs to it while TensorBoard runs."""
+    """The seed article's tf-keras run and a Keras 3 loop logging `v.name`; tests add runs while TensorBoard runs."""
     root = tmp_path_factory.mktemp("browser-logdir")
     shutil.copytree(scenario("tfkeras_seed"), root / "tfkeras_seed")
+    shutil.copytree(scenario("keras3_vname"), root / "keras3_vname")
     return root
 
 
@@ -172,10 +173,25 @@ def test_clicking_a_collision_opens_one_chart_per_lane(page):
     assert shown.locator("svg").count() == 1
     assert tab(page).get_by_test_id("error").count() == 0
 
-    keep_screenshot(page, "histograms.png")
-
     tab(page).get_by_test_id("mode-overlay").click()
     assert charts.count() == 3 and all(chart.locator("svg").count() == 1 for chart in charts.all())
+
+
+def test_the_histograms_view_says_which_layers_tensorboard_hides(page):
+    card = collision_card(page, "keras3_vname", "kernel")
+    reload_until_visible(page, card)
+
+    card.locator(".explanation").click()
+
+    charts = tab(page).get_by_test_id("chart")
+    charts.first.wait_for()
+    titles = [chart.inner_text() for chart in charts.all()]
+    for title, layer in zip(titles, ["dense", "dense_1", "dense_2"], strict=True):
+        assert f"sequential/{layer}/kernel" in title
+    note = tab(page).get_by_text("TensorBoard keeps only the last value written at each step")
+    assert "sequential/dense_2/kernel" in note.inner_text()
+    assert "Lanes 0, 1 never show" in note.inner_text()
+    keep_screenshot(page, "histograms.png")
 
 
 def test_markup_in_run_and_tag_names_is_shown_as_text(page, logdir):
