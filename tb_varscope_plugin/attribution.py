@@ -65,28 +65,6 @@ def name_segments(name: str) -> list[str]:
     return [s for s in _SEGMENT_SPLIT.split(_OUTPUT_SUFFIX.sub("", name)) if s]
 
 
-def match_score(tag: str, name: str) -> int:
-    """How many trailing segments a tag and a variable name share when one ends the other (0: no match).
-
-    `kernel` ~ `sequential/dense_1/kernel` (1), `weight` ~ `2.weight` (1), `my_variable1_0/histogram` ~
-    `my_variable1` (1), `dense/kernel` ~ `sequential/dense/kernel` (2); `dense/kernel` !~ `dense_1/kernel`.
-    """
-    return _segments_score(tag_forms(tag), name_segments(name))
-
-
-def _segments_score(forms: list[list[str]], target: list[str]) -> int:
-    best = 0
-    for form in forms:
-        common = 0
-        for a, b in zip(reversed(form), reversed(target), strict=False):
-            if a != b:
-                break
-            common += 1
-        if common and common in (len(form), len(target)):
-            best = max(best, common)
-    return best
-
-
 def tag_leaf(tag: str) -> str:
     """The tag's own name without scopes or decorations: `kernel` for `kernel/histogram`."""
     form = tag_forms(tag)[-1]

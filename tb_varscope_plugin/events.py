@@ -43,13 +43,7 @@ def histogram_values(payload: bytes, plugins: dict[str, str]) -> tuple[int, floa
     `plugins` maps tag to plugin name for one event file: TF2 writers attach a value's metadata only to the
     first value of each tag in a file, so later values are recognised from what the file said before.
     """
-    return event_histograms(parse_event(payload), plugins)
-
-
-def event_histograms(
-    event: event_pb2.Event, plugins: dict[str, str]
-) -> tuple[int, float, list[tuple[int, str, str]]] | None:
-    """`histogram_values` of an event already parsed."""
+    event = parse_event(payload)
     # An event without a summary has no values, and HasField is about twice as fast as WhichOneof; the two oneof
     # members can be tested in either order.
     found = []
@@ -195,5 +189,4 @@ def decode_histogram(value: summary_pb2.Summary.Value) -> np.ndarray:
 
 def decode_value(payload: bytes, index: int) -> np.ndarray:
     """Decodes the histogram at position `index` of the summary carried by one event record."""
-    event = event_pb2.Event.FromString(payload)
-    return decode_histogram(event.summary.value[index])
+    return decode_histogram(parse_event(payload).summary.value[index])

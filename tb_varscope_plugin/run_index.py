@@ -309,10 +309,6 @@ class RunIndex:
         """The `(k, 3)` buckets of one value."""
         return events.decode_value(read_record_at(ref.file, ref.offset), ref.index)
 
-    def lane_histograms(self, tag: str, lane: int) -> list[tuple[float, int, np.ndarray]]:
-        """`(wall_time, step, buckets)` of a lane, one per step, sorted by step."""
-        return [(ref.wall_time, ref.step, self.decode(ref)) for ref in self.lane_refs(tag, lane)]
-
 
 def run_name(logdir: str, directory: str) -> str:
     """TensorBoard's name for the run in `directory`: its path relative to the logdir, `.` for the logdir itself."""

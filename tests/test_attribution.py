@@ -13,7 +13,7 @@ import pytest
 from eventlogs import histogram_event, write_events
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.attribution import assign, attribute_lanes, histogram_distance, match_score
+from tb_varscope_plugin.attribution import assign, attribute_lanes, candidates, histogram_distance
 from tb_varscope_plugin.checkpoint import Checkpoint, Variable
 from tb_varscope_plugin.collisions import find_collisions
 from tb_varscope_plugin.report import Reporter
@@ -74,7 +74,7 @@ def test_assignment_beats_taking_each_lane_its_nearest():
     ],
 )
 def test_tags_match_names_once_writer_decorations_are_removed(tag, name):
-    assert match_score(tag, name) > 0
+    assert [v.name for v in candidates(tag, _checkpoint({name: np.zeros(1)}))] == [name]
 
 
 @pytest.mark.parametrize(
@@ -87,11 +87,13 @@ def test_tags_match_names_once_writer_decorations_are_removed(tag, name):
     ],
 )
 def test_tags_do_not_match_other_variables(tag, name):
-    assert match_score(tag, name) == 0
+    assert candidates(tag, _checkpoint({name: np.zeros(1)})) == []
 
 
 def test_more_scope_in_common_scores_higher():
-    assert match_score("dense/kernel", "sequential/dense/kernel") > match_score("kernel", "sequential/dense/kernel")
+    checkpoint = _checkpoint({"sequential/dense/kernel": np.zeros(1), "sequential/dense_1/kernel": np.zeros(1)})
+    assert [v.name for v in candidates("dense/kernel", checkpoint)] == ["sequential/dense/kernel"]
+    assert len(candidates("kernel", checkpoint)) == 2
 
 
 def test_histogram_distance_is_zero_for_the_logged_values_and_grows_with_difference():

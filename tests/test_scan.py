@@ -36,7 +36,7 @@ def test_lanes_keep_write_order_across_steps(tmp_path):
     run = index.runs["."]
     assert run.lane_count("weight") == 2
     for lane, size in enumerate([5, 7]):
-        series = run.lane_histograms("weight", lane)
+        series = [(ref.wall_time, ref.step, run.decode(ref)) for ref in run.lane_refs("weight", lane)]
         assert [step for _, step, _ in series] == [0, 1, 2]
         assert all(buckets[:, 2].sum() == size for _, _, buckets in series)
         # Layer k's values were drawn around 10 * k: the lanes are not mixed up.
