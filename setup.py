@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 DEMO = ["tensorflow-cpu>=2.21", "tf-keras>=2.21", "keras>=3.14"]
@@ -16,7 +16,7 @@ setup(
     license="Apache-2.0",
     license_files=["LICENSE"],
     python_requires=">=3.10",
-    packages=["tb_varscope_plugin"],
+    packages=find_packages(include=["tb_varscope_plugin", "tb_varscope_plugin.*"]),
     # The tab's ES modules live in frontend/ at the top of the repository; tb_varscope_plugin/frontend links to it,
     # so an editable install serves them in place and a wheel carries them inside the package.
     package_data={"tb_varscope_plugin": ["frontend/*.js", "frontend/*.css"]},
@@ -34,7 +34,7 @@ setup(
     },
     entry_points={
         "console_scripts": ["tb-varscope = tb_varscope_plugin.cli:main"],
-        "tensorboard_plugins": ["varscope = tb_varscope_plugin.plugin:VarScopeLoader"],
+        "tensorboard_plugins": ["varscope = tb_varscope_plugin.server.plugin:VarScopeLoader"],
     },
     classifiers=[
         "Framework :: TensorFlow",

@@ -24,8 +24,8 @@ def timed(fn, reps: int) -> list[float]:
 
 
 def measure(logdir: str, reps: int) -> list[tuple[str, list[float], str]]:
+    from tb_varscope_plugin.reading.logdir import LogdirIndex
     from tb_varscope_plugin.report import Reporter
-    from tb_varscope_plugin.run_index import LogdirIndex
 
     rows = []
     indexes = []
@@ -50,9 +50,9 @@ def measure(logdir: str, reps: int) -> list[tuple[str, list[float], str]]:
 
 def measure_routes(logdir: str, document: dict, reps: int) -> list[tuple[str, list[float], str]]:
     try:
-        from tb_varscope_plugin.plugin import VarScopeLoader
+        from tb_varscope_plugin.server.plugin import VarScopeLoader
     except ImportError:
-        return [("plugin routes", [], "tb_varscope_plugin.plugin not available")]
+        return [("plugin routes", [], "tb_varscope_plugin.server.plugin not available")]
     from tensorboard.backend import application
     from tensorboard.plugins import base_plugin
     from werkzeug.test import Client

@@ -45,7 +45,7 @@ def child_count(logdir: str) -> dict:
     """How many histogram values the index keeps, and how many remain at one per (run, tag, step)."""
     import numpy as np
 
-    from tb_varscope_plugin.run_index import LogdirIndex
+    from tb_varscope_plugin.reading.logdir import LogdirIndex
 
     index = LogdirIndex(logdir)
     index.reload()

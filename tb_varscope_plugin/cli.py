@@ -11,8 +11,8 @@ from importlib import metadata
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
+from tb_varscope_plugin.filesystem import READ_ERRORS
 from tb_varscope_plugin.report import scan
-from tb_varscope_plugin.run_index import READ_ERRORS
 
 CLEAN, COLLISIONS, USAGE = 0, 1, 2
 INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C

@@ -9,11 +9,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tb_varscope_plugin.attribution import attribute_lanes
-from tb_varscope_plugin.checkpoint import Checkpoint, CheckpointError, find_checkpoint, mtime, read_checkpoint
-from tb_varscope_plugin.collisions import SAME_STEP, find_collisions
-from tb_varscope_plugin.groups import group_tags
-from tb_varscope_plugin.run_index import LogdirIndex, RunIndex
+from tb_varscope_plugin.analysis.attribution import attribute_lanes
+from tb_varscope_plugin.analysis.collisions import SAME_STEP, find_collisions
+from tb_varscope_plugin.analysis.groups import group_tags
+from tb_varscope_plugin.checkpoints.discovery import find_checkpoint
+from tb_varscope_plugin.checkpoints.formats import read_checkpoint
+from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
+from tb_varscope_plugin.filesystem import mtime
+from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.reading.run_index import RunIndex
 
 SCHEMA = "tb-varscope/1"
 

@@ -13,11 +13,11 @@ import pytest
 from eventlogs import histogram_event, write_events
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.attribution import assign, attribute_lanes, candidates, histogram_distance
-from tb_varscope_plugin.checkpoint import Checkpoint, Variable
-from tb_varscope_plugin.collisions import find_collisions
+from tb_varscope_plugin.analysis.attribution import assign, attribute_lanes, candidates, histogram_distance
+from tb_varscope_plugin.analysis.collisions import find_collisions
+from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
+from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.report import Reporter
-from tb_varscope_plugin.run_index import LogdirIndex
 
 # --- the assignment -------------------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ import os
 import pytest
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.checkpoint import CheckpointError, find_checkpoint, read_checkpoint
+from tb_varscope_plugin.checkpoints.discovery import find_checkpoint
+from tb_varscope_plugin.checkpoints.formats import read_checkpoint
+from tb_varscope_plugin.checkpoints.variables import CheckpointError
 
 
 def _touch(path, mtime: float = 1_000_000.0):

@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tb_varscope_plugin.checkpoint import CheckpointError, read_checkpoint
+from tb_varscope_plugin.checkpoints.formats import read_checkpoint
+from tb_varscope_plugin.checkpoints.variables import CheckpointError
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -247,7 +248,7 @@ _NO_FRAMEWORKS = """
 import json, sys
 for name in ("tensorflow", "tf_keras", "keras", "torch"):
     sys.modules[name] = None
-from tb_varscope_plugin.checkpoint import read_checkpoint
+from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 out = {}
 for path in sys.argv[1:]:
     checkpoint = read_checkpoint(path)

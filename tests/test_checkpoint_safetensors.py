@@ -8,7 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from tb_varscope_plugin.checkpoint import CheckpointError, read_checkpoint
+from tb_varscope_plugin.checkpoints.formats import read_checkpoint
+from tb_varscope_plugin.checkpoints.variables import CheckpointError
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 

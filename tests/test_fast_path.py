@@ -18,9 +18,9 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
-from tb_varscope_plugin import events, records
-from tb_varscope_plugin.records import RecordReader, masked_crc32c
-from tb_varscope_plugin.run_index import EventFile
+from tb_varscope_plugin.reading import events, records
+from tb_varscope_plugin.reading.records import RecordReader, masked_crc32c
+from tb_varscope_plugin.reading.run_index import EventFile
 
 
 def parsed_values(path):

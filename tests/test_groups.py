@@ -9,9 +9,9 @@ import pytest
 from eventlogs import histogram_event, write_events
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.checkpoint import Checkpoint, Variable
+from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
+from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.report import build_run_report
-from tb_varscope_plugin.run_index import LogdirIndex
 
 
 def _report(tmp_path: Path, writes: list[tuple[str, np.ndarray]], checkpoint: Checkpoint | None = None) -> dict:

@@ -3,7 +3,7 @@
 import numpy as np
 from eventlogs import histogram_event, layered_run, write_events
 
-from tb_varscope_plugin.run_index import LogdirIndex
+from tb_varscope_plugin.reading.logdir import LogdirIndex
 
 
 def test_last_ref_is_the_last_of_lane_refs(tmp_path):

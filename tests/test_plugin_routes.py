@@ -17,8 +17,8 @@ from tensorboard.plugins import base_plugin
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from werkzeug.test import Client
 
-from tb_varscope_plugin import plugin as plugin_module
-from tb_varscope_plugin.plugin import VarScopeLoader, VarScopePlugin
+from tb_varscope_plugin.server import plugin as plugin_module
+from tb_varscope_plugin.server.plugin import VarScopeLoader, VarScopePlugin
 
 ROUTES = "/data/plugin/varscope"
 LAYERS = ["my_layer", "my_layer_1", "my_layer_2"]
@@ -75,15 +75,14 @@ def test_report_route_serves_the_report_of_the_logdir(tmp_path):
 def test_reading_starts_at_the_first_request_not_when_tensorboard_starts(tmp_path):
     layered_run(str(tmp_path / "train" / "events.out.tfevents.1.a"), "kernel", [3, 5], steps=2)
     plugin = load_plugin(tmp_path, "--reload_interval", "0")
-    assert plugin._reader is None
+    assert not plugin.live.started
     assert plugin.report_impl()["runs"] == []
     assert plugin.report_impl()["complete"] is False  # the tab says it is reading, not that nothing collides
 
     assert client(plugin).get(f"{ROUTES}/report").status_code == 200
 
     # With --reload_interval 0 the reader reads once and stops, as TensorBoard's own reloader does.
-    plugin._reader.join(timeout=30)
-    assert not plugin._reader.is_alive()
+    assert plugin.live.wait(timeout=30)
     assert plugin.report_impl()["summary"]["collisions"] == 1
     assert plugin.report_impl()["complete"] is True
 
@@ -297,7 +296,7 @@ from werkzeug.test import Client
 from tensorboard.backend import application
 from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
-from tb_varscope_plugin.plugin import VarScopeLoader
+from tb_varscope_plugin.server.plugin import VarScopeLoader
 listings = []
 for logdir in sys.argv[1:]:
     multiplexer = plugin_event_multiplexer.EventMultiplexer()
@@ -368,7 +367,7 @@ for name in ("tensorflow", "tf_keras", "keras", "torch"):
     sys.modules[name] = None
 import argparse
 from tensorboard.plugins import base_plugin
-from tb_varscope_plugin.plugin import VarScopeLoader
+from tb_varscope_plugin.server.plugin import VarScopeLoader
 plugin = VarScopeLoader().load(
     base_plugin.TBContext(logdir=sys.argv[1], flags=argparse.Namespace(reload_interval=0)))
 plugin.reload_impl()

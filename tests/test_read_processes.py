@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from eventlogs import histogram_event, layered_run, write_events
 
-from tb_varscope_plugin import run_index
-from tb_varscope_plugin.run_index import LogdirIndex
+from tb_varscope_plugin.reading import parallel
+from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.reading.run_index import EventFile
 
 
 def state(index):
@@ -27,7 +28,7 @@ def state(index):
 
 @pytest.fixture
 def logdir(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_index, "FORK_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "FORK_MIN_BYTES", 0)
     for run, sizes in [("a", [4, 8]), ("b", [16]), ("c", [3, 5, 7])]:
         layered_run(str(tmp_path / run / "events.out.tfevents.1.x"), "kernel", sizes, steps=5)
     values = np.linspace(0, 1, 10)
@@ -48,13 +49,13 @@ def read(logdir, processes):
 def forks(monkeypatch):
     """How many reading processes were forked."""
     made = []
-    fork_reader = run_index._fork_reader
+    fork_reader = parallel._fork_reader
 
     def counted(*args):
         made.append(args)
         return fork_reader(*args)
 
-    monkeypatch.setattr(run_index, "_fork_reader", counted)
+    monkeypatch.setattr(parallel, "_fork_reader", counted)
     return made
 
 
@@ -73,30 +74,44 @@ def test_forked_reading_gives_the_same_index(logdir, forks):
 
 def test_a_child_that_fails_leaves_its_share_to_the_parent(logdir, monkeypatch, forks):
     parent = os.getpid()
-    dumps = run_index.pickle.dumps
+    dumps = parallel.pickle.dumps
 
     def fail_in_child(*args, **kwargs):
         if os.getpid() != parent:
             raise RuntimeError("child fails")
         return dumps(*args, **kwargs)
 
-    monkeypatch.setattr(run_index.pickle, "dumps", fail_in_child)
+    monkeypatch.setattr(parallel.pickle, "dumps", fail_in_child)
     assert state(read(logdir, 2)) == state(read(logdir, 1))
     assert len(forks) == 1
 
 
 def test_a_stuck_child_is_stopped_and_its_share_read_here(logdir, monkeypatch, forks):
     parent = os.getpid()
-    dumps = run_index.pickle.dumps
+    dumps = parallel.pickle.dumps
 
     def hang_in_child(*args, **kwargs):
         if os.getpid() != parent:
             time.sleep(3600)
         return dumps(*args, **kwargs)
 
-    monkeypatch.setattr(run_index.pickle, "dumps", hang_in_child)
-    monkeypatch.setattr(run_index, "CHILD_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(parallel.pickle, "dumps", hang_in_child)
+    monkeypatch.setattr(parallel, "CHILD_GRACE_SECONDS", 0.5)
     started = time.monotonic()
     assert state(read(logdir, 2)) == state(read(logdir, 1))
     assert len(forks) == 1
     assert time.monotonic() - started < 30
+
+
+def test_a_snapshot_carries_every_attribute_reading_sets(tmp_path):
+    """A forked reader sends back `EventFile.snapshot()`: an attribute added to EventFile but left out of STATE
+    would be lost silently on every forked read, so it fails here."""
+    path = str(tmp_path / "events.out.tfevents.1.x")
+    layered_run(path, "kernel", [3, 5], steps=2)
+    f = EventFile(path)
+    f.reload()
+    assert set(vars(f)) == set(EventFile.STATE) | {"path", "name"}
+    copy = EventFile(path)
+    copy.restore(f.snapshot())
+    assert copy.reader.offset == f.reader.offset > 0
+    assert {t: list(s.steps) for t, s in copy.series.items()} == {"kernel": [0, 0, 1, 1]}

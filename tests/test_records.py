@@ -8,7 +8,7 @@ from eventlogs import histogram_event, layered_run, write_events
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.records import RecordReader, read_record_at
+from tb_varscope_plugin.reading.records import RecordReader, read_record_at
 
 
 def record_offsets(path):

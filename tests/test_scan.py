@@ -10,7 +10,7 @@ from eventlogs import histogram_event, layered_run, write_events
 
 from tb_varscope_plugin import scan
 from tb_varscope_plugin.cli import main
-from tb_varscope_plugin.run_index import LogdirIndex
+from tb_varscope_plugin.reading.logdir import LogdirIndex
 
 
 def test_same_step_collision_has_one_lane_per_writer(tmp_path):

@@ -6,7 +6,7 @@ from eventlogs import layered_run
 
 from tb_varscope_plugin import scan
 from tb_varscope_plugin.cli import main
-from tb_varscope_plugin.run_index import LogdirIndex
+from tb_varscope_plugin.reading.logdir import LogdirIndex
 
 
 def test_a_dangling_event_file_is_a_warning_and_the_rest_is_read(tmp_path, capsys):

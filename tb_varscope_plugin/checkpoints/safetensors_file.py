@@ -8,7 +8,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tb_varscope_plugin.checkpoint import Checkpoint, CheckpointError, Variable, file_size, mtime, read_bytes
+from tb_varscope_plugin.checkpoints.variables import (
+    Checkpoint,
+    CheckpointError,
+    Variable,
+    file_size,
+    read_bytes,
+    widen_bfloat16,
+)
+from tb_varscope_plugin.filesystem import mtime
 
 # Refuse absurd headers from a damaged file instead of reading gigabytes of garbage.
 _MAX_HEADER = 100 * 1024 * 1024
@@ -16,7 +24,7 @@ _DTYPES = {
     "F64": np.float64,
     "F32": np.float32,
     "F16": np.float16,
-    # numpy has no bfloat16: read as uint16 and widened to float32.
+    # numpy has no bfloat16: read as 2-byte words and widened on load.
     "BF16": np.uint16,
     "I64": np.int64,
     "I32": np.int32,
@@ -72,7 +80,7 @@ def _loader(
     def load() -> np.ndarray:
         values = np.frombuffer(read_bytes(path, offset, size), dtype=np.dtype(dtype).newbyteorder("<"))
         if bfloat16:
-            return (values.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+            return widen_bfloat16(values).reshape(shape)
         return values.astype(np.dtype(dtype)).reshape(shape)
 
     return load

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from tb_varscope_plugin.events import LEGACY
-from tb_varscope_plugin.run_index import RunIndex
+from tb_varscope_plugin.reading.events import LEGACY
+from tb_varscope_plugin.reading.run_index import RunIndex
 
 SAME_STEP = "same-step"
 CROSS_FILE = "cross-file"

@@ -10,10 +10,11 @@ import posixpath
 
 import numpy as np
 
-from tb_varscope_plugin.attribution import match_lanes, tag_base, tag_leaf
-from tb_varscope_plugin.checkpoint import Checkpoint, Variable
-from tb_varscope_plugin.collisions import SAME_STEP
-from tb_varscope_plugin.run_index import RunIndex
+from tb_varscope_plugin.analysis.attribution import match_lanes
+from tb_varscope_plugin.analysis.collisions import SAME_STEP
+from tb_varscope_plugin.analysis.tag_names import tag_base, tag_leaf
+from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
+from tb_varscope_plugin.reading.run_index import RunIndex
 
 
 def parent_path(path: str) -> str:

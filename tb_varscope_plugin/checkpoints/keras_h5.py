@@ -12,20 +12,21 @@ from collections.abc import Callable, Iterator
 import h5py
 import numpy as np
 
-from tb_varscope_plugin.checkpoint import (
+from tb_varscope_plugin.checkpoints.variables import (
     Checkpoint,
     CheckpointError,
     Variable,
     file_size,
     layer_scope,
-    mtime,
     read_bytes,
     scoped_path,
+    strip_output_index,
+    widen_bfloat16,
 )
+from tb_varscope_plugin.filesystem import mtime
 
 _ARCHIVE_WEIGHTS = "model.weights.h5"
 _ARCHIVE_CONFIG = "config.json"
-_OUTPUT_INDEX = re.compile(r":\d+$")
 # Keras 3 saves a model's optimizer beside its layers; its variables are optimizer state.
 _OPTIMIZER_GROUPS = frozenset({"optimizer"})
 # h5py reports damage in an h5 file with these; they become CheckpointError.
@@ -137,7 +138,7 @@ def _legacy_variables(h5: h5py.File) -> Iterator[Variable]:
     for layer_name in map(_text, root.attrs["layer_names"]):
         group = root[layer_name]
         weight_names = [_text(w) for w in group.attrs.get("weight_names", [])]
-        names = [_OUTPUT_INDEX.sub("", w) for w in weight_names]
+        names = [strip_output_index(w) for w in weight_names]
         scope = layer_scope(names)
         for weight_name, name in zip(weight_names, names, strict=True):
             path = scoped_path(scope, name) if scope else None
@@ -167,7 +168,7 @@ def _loader(dataset: h5py.Dataset, bfloat16: bool) -> Callable[[], np.ndarray]:
             raise CheckpointError(f"{dataset.file.filename}: cannot read {dataset.name} ({e})") from e
         if bfloat16:
             # Keras writes bfloat16 as raw 2-byte values tagged with a `dtype` attribute.
-            return (values.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+            return widen_bfloat16(values)
         return values
 
     return load

@@ -7,11 +7,8 @@ very values a collision is made of.
 from __future__ import annotations
 
 import argparse
-import logging
 import random
 import re
-import threading
-import time
 from pathlib import Path
 
 from tensorboard import errors
@@ -19,10 +16,10 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.reading.run_index import RunIndex, ValueRef
 from tb_varscope_plugin.report import Reporter
-from tb_varscope_plugin.run_index import LogdirIndex, RunIndex, ValueRef
-
-logger = logging.getLogger(__name__)
+from tb_varscope_plugin.server.live import LiveReport
 
 PLUGIN_NAME = "varscope"
 
@@ -33,14 +30,11 @@ FRONTEND_TYPES = {".js": "text/javascript", ".css": "text/css"}
 DEFAULT_RELOAD_INTERVAL = 5.0
 DEFAULT_HISTOGRAM_SAMPLES = 500
 
-# While a large logdir is first read, the report is republished this often so the tab fills in run by run.
-PUBLISH_INTERVAL = 1.0
-
 _LANE = re.compile(r"[0-9]+")
 
 
 # The tab's ES modules: a link to the repository's frontend/ in a source tree, real files in a wheel.
-FRONTEND = Path(__file__).parent / "frontend"
+FRONTEND = Path(__file__).parent.parent / "frontend"
 
 
 def downsample(items: list, k: int) -> list:
@@ -63,7 +57,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
     plugin_name = PLUGIN_NAME
 
     def __init__(self, context: base_plugin.TBContext) -> None:
-        self._reload_interval = getattr(context.flags, "reload_interval", DEFAULT_RELOAD_INTERVAL)
+        reload_interval = getattr(context.flags, "reload_interval", DEFAULT_RELOAD_INTERVAL)
         checkpoint = getattr(context.flags, "varscope_checkpoint", None)
         # Collisions are made of histogram data, so the user's limit for the histograms tab applies here too.
         self._samples = (context.sampling_hints or {}).get("histograms", DEFAULT_HISTOGRAM_SAMPLES)
@@ -73,16 +67,8 @@ class VarScopePlugin(base_plugin.TBPlugin):
             if item.is_file() and item.suffix in FRONTEND_TYPES
         }
         self._index = LogdirIndex(context.logdir)
-        self._reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
-        # `_reload_lock` makes reloads take turns; the index's own lock is held only while one event file is
-        # read, so a lane's histograms wait for one file at most; `_report_lock` only swaps the published report
-        # or starts the reader, so `/report` never waits for a read in progress.
-        self._reload_lock = threading.Lock()
-        self._report_lock = threading.Lock()
-        self._read_once = False  # until the first pass over the logdir ends, the report is partial
-        self._report = self._published(self._reporter.report())
-        self._published_at = 0.0
-        self._reader: threading.Thread | None = None
+        reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
+        self.live = LiveReport(self._index, reporter, reload_interval)
 
     def get_plugin_apps(self) -> dict:
         # One exact route per frontend file, fixed when TensorBoard starts: no path a request names can
@@ -104,7 +90,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
     def _frontend_app(self, name: str):
         @wrappers.Request.application
         def serve(request: wrappers.Request) -> wrappers.Response:
-            self._start_reading()
+            self.live.start()
             body, mime_type = self.frontend_impl(name)
             return http_util.Respond(request, body, mime_type)
 
@@ -112,12 +98,12 @@ class VarScopePlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_report(self, request: wrappers.Request) -> wrappers.Response:
-        self._start_reading()
+        self.live.start()
         return http_util.Respond(request, self.report_impl(), "application/json")
 
     @wrappers.Request.application
     def _serve_histograms(self, request: wrappers.Request) -> wrappers.Response:
-        self._start_reading()
+        self.live.start()
         body = self.histograms_impl(request.args.get("run"), request.args.get("tag"), request.args.get("lane"))
         return http_util.Respond(request, body, "application/json")
 
@@ -132,8 +118,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
         Beside the contract's fields it carries `complete`: false until the first pass over the logdir has
         ended, so the tab can say it is still reading rather than that nothing collides.
         """
-        with self._report_lock:
-            return self._report
+        return self.live.report()
 
     def histograms_impl(self, run: str | None, tag: str | None, lane: str | None) -> list:
         """`[[wall_time, step, [[left, right, count], ...]], ...]` of one lane of a tag, one entry per step.
@@ -170,45 +155,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
 
     def reload_impl(self) -> None:
         """Reads what the logdir has gained since the last call and publishes the new report."""
-        with self._reload_lock:
-            self._index.reload(progress=self._publish_while_reading)
-            self._read_once = True
-            self._publish()
-
-    def _publish_while_reading(self, run_name: str) -> None:
-        # Called before each run is read, with the runs before it complete.
-        if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
-            self._publish()
-
-    def _published(self, report: dict) -> dict:
-        return {**report, "complete": self._read_once}
-
-    def _publish(self) -> None:
-        report = self._published(self._reporter.report())
-        with self._report_lock:
-            self._report = report
-        self._published_at = time.monotonic()
-
-    def _start_reading(self) -> None:
-        # Reading starts when someone opens the tab, not when TensorBoard starts: a user who never looks at
-        # VarScope pays nothing for it.
-        with self._report_lock:
-            if self._reader is not None:
-                return
-            self._reader = threading.Thread(target=self._read_forever, name="varscope-reader", daemon=True)
-        self._reader.start()
-
-    def _read_forever(self) -> None:
-        while True:
-            try:
-                self.reload_impl()
-            except Exception:
-                # A failed pass (a logdir on a flaky filesystem) must not stop later passes; like TensorBoard's
-                # own reload loop, log it and try again.
-                logger.exception("VarScope: reading %s failed", self._index.logdir)
-            if not self._reload_interval:
-                return
-            time.sleep(self._reload_interval)
+        self.live.reload()
 
 
 class VarScopeLoader(base_plugin.TBLoader):

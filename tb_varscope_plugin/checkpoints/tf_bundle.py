@@ -14,16 +14,17 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import tensor_shape_pb2, trackable_object_graph_pb2, types_pb2
 
-from tb_varscope_plugin.checkpoint import (
+from tb_varscope_plugin.checkpoints.variables import (
     Checkpoint,
     CheckpointError,
     Variable,
     file_size,
     layer_scope,
-    mtime,
     read_bytes,
     scoped_path,
+    widen_bfloat16,
 )
+from tb_varscope_plugin.filesystem import mtime
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _TABLE_MAGIC = 0xDB4775248B80FB57
@@ -61,7 +62,7 @@ _NUMPY_DTYPES = {
     types_pb2.DT_BOOL: np.bool_,
     types_pb2.DT_COMPLEX64: np.complex64,
     types_pb2.DT_COMPLEX128: np.complex128,
-    # numpy has no bfloat16: stored as uint16 and widened to float32 on load.
+    # numpy has no bfloat16: read as 2-byte words and widened on load.
     types_pb2.DT_BFLOAT16: np.uint16,
 }
 
@@ -269,7 +270,7 @@ def _load(prefix: str, num_shards: int, big_endian: bool, key: str, entry: _Entr
     except ValueError as e:
         raise CheckpointError(f"{path}: {key} holds {len(raw)} bytes, not a {entry.shape} tensor") from e
     if entry.dtype == types_pb2.DT_BFLOAT16:
-        return (values.astype(np.uint32) << 16).view(np.float32)
+        return widen_bfloat16(values.astype(np.uint16))
     return values.astype(dtype.newbyteorder("="))
 
 

@@ -1,42 +1,21 @@
-"""The run index: every histogram value of every event file, by run and tag, kept as references into the files.
+"""The run index: every histogram value of one run's event files, by tag, kept as references into the files.
 
 Values are not decoded while indexing: each is remembered by file, record offset and position in its summary, so
-any lane can be decoded later on demand without holding histograms in memory. Indexing is incremental: `reload()`
-resumes each file where the previous call stopped and picks up new files and runs.
+any lane can be decoded later on demand without holding histograms in memory. Indexing is incremental: each file's
+`reload()` resumes where the previous call stopped.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 import posixpath
-import re
-import select
-import signal
-import threading
-import time
 from array import array
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from tensorboard.compat.tensorflow_stub import errors as fs_errors
-from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin import events
-from tb_varscope_plugin.records import HEADER, Block, Damage, RecordReader, read_record_at
-
-FORK_MIN_BYTES = 32 << 20  # less to read than this, and a fork costs more than it saves
-# A child reads about as many bytes as the parent; one still silent this long after the parent's share is stuck.
-CHILD_GRACE_SECONDS = 30.0
-CHILD_SLOWDOWN = 10
-# What the filesystem layer raises for a file or directory that vanished or cannot be read.
-READ_ERRORS = (OSError, fs_errors.OpError)
-
-
-def is_event_file(name: str) -> bool:
-    """The test TensorBoard applies to a file name."""
-    return "tfevents" in name
+from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
+from tb_varscope_plugin.reading import events, fast_path
+from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, read_record_at
 
 
 class Series:
@@ -89,6 +68,17 @@ class EventFile:
         self._kinds: dict[bytes, int] = {}  # a single value's tag bytes and field key -> tag id, or -1: no histogram
         self.error: str | None = None  # why the last reload could not read the file (it vanished, say)
 
+    # What reading changes: a forked reader sends exactly this back, and the parent restores it.
+    STATE = ("reader", "series", "_plugins", "_tag_ids", "_tags", "_kinds", "error")
+
+    def snapshot(self) -> tuple:
+        """The state reading built, picklable, for `restore` in another process."""
+        return tuple(getattr(self, name) for name in self.STATE)
+
+    def restore(self, state: tuple) -> None:
+        for name, value in zip(self.STATE, state, strict=True):
+            setattr(self, name, value)
+
     def reload(self) -> bool:
         """Reads what was appended since the last call; True if any histogram value was added.
 
@@ -101,7 +91,7 @@ class EventFile:
                 if self.reader.damage is not None:
                     break
         except READ_ERRORS as error:
-            self.error = f"could not be read ({_reason(error)}); it is tried again at the next reload"
+            self.error = f"could not be read ({error_reason(error)}); it is tried again at the next reload"
             return added
         self.error = None
         return added
@@ -112,7 +102,9 @@ class EventFile:
         count = events.parsed_prefix(block.payloads)
         payloads = block.payloads[:count]
         starts = block.starts[:count] + HEADER
-        fast = events.single_values(np.frombuffer(block.data, dtype=np.uint8), starts, starts + block.lengths[:count])
+        fast = fast_path.single_values(
+            np.frombuffer(block.data, dtype=np.uint8), starts, starts + block.lengths[:count]
+        )
         raw = block.data
         keys = [
             raw[start : end + 1]
@@ -154,7 +146,7 @@ class EventFile:
     def _append(
         self,
         block: Block,
-        fast: events.SingleValues,
+        fast: fast_path.SingleValues,
         fast_records: np.ndarray,
         fast_tags: np.ndarray,
         slow: list[tuple[int, int, int, str, int, float]],
@@ -308,168 +300,3 @@ class RunIndex:
     def decode(self, ref: ValueRef) -> np.ndarray:
         """The `(k, 3)` buckets of one value."""
         return events.decode_value(read_record_at(ref.file, ref.offset), ref.index)
-
-
-def run_name(logdir: str, directory: str) -> str:
-    """TensorBoard's name for the run in `directory`: its path relative to the logdir, `.` for the logdir itself."""
-    relative = directory[len(logdir) :].replace("\\", "/").strip("/")
-    return relative or "."
-
-
-class LogdirIndex:
-    """Every run under a logdir (or those whose name matches `run_filter`), discovered and read incrementally.
-
-    `lock` is held while the index changes, one event file at a time: a thread that queries the index while
-    another reloads it takes the lock around each query.
-    """
-
-    def __init__(self, logdir: str, run_filter: re.Pattern | None = None) -> None:
-        self.logdir = logdir.rstrip("/") or "/"
-        self.run_filter = run_filter
-        self.runs: dict[str, RunIndex] = {}
-        self.unlisted: dict[str, str] = {}  # directory -> why it could not be listed at the last reload
-        self.lock = threading.Lock()
-
-    def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
-        """Finds new runs and event files, and reads what every file has gained since the last call.
-
-        `progress` is told the name of each run before it is read. With `processes` > 1, files are read by that
-        many forked processes where that is safe (see `read_files`), and `progress` hears of every run first.
-        """
-        runs = []
-        for directory, names in self._event_directories():
-            name = run_name(self.logdir, directory)
-            if self.run_filter is not None and not self.run_filter.search(name):
-                continue
-            with self.lock:
-                run = self.runs.get(name)
-                if run is None:
-                    run = self.runs[name] = RunIndex(name, directory)
-                run.add_files(names)
-            if progress is not None:
-                progress(name)
-            if processes > 1:
-                runs.append(run)
-                continue
-            added = []
-            for f in run.files:
-                with self.lock:
-                    added.append(f.reload())
-            with self.lock:
-                run.read_done(added)
-        if runs:
-            added = read_files([f for run in runs for f in run.files], processes)
-            with self.lock:
-                for run in runs:
-                    run.read_done(added[: len(run.files)])
-                    del added[: len(run.files)]
-
-    def _event_directories(self) -> Iterator[tuple[str, list[str]]]:
-        """`(directory, event file names)` for every directory under the logdir that holds event files, in
-        TensorBoard's walk order. A directory that cannot be listed is noted in `unlisted` and skipped."""
-        self.unlisted.clear()
-        pending = [self.logdir]
-        while pending:
-            directory = pending.pop()
-            fs = gfile.get_filesystem(directory)
-            try:
-                entries = [(name, fs.join(directory, name)) for name in sorted(gfile.listdir(directory))]
-                subdirectories = [path for _, path in entries if gfile.isdir(path)]
-            except READ_ERRORS as error:
-                self.unlisted[directory] = _reason(error)
-                continue
-            names = [name for name, path in entries if is_event_file(name) and path not in subdirectories]
-            if names:
-                yield directory, names
-            pending.extend(reversed(subdirectories))
-
-
-def _reason(error: Exception) -> str:
-    """What a filesystem error says, without the class name TensorBoard's stub errors print."""
-    return getattr(error, "message", None) or str(error) or error.__class__.__name__
-
-
-def read_files(files: list[EventFile], processes: int) -> list[bool]:
-    """`[f.reload() for f in files]`, the files shared out among `processes` processes forked for the purpose.
-
-    Each child reads its share and sends back the files' state; the parent reads its own share meanwhile. Forking
-    is done only where it is safe and pays: local files, more than one of them, and no other thread running (a
-    fork copies locks another thread may hold). A child that fails, or is stuck long after the parent finished its
-    own share, leaves its share to be read here.
-    """
-    local = all(isinstance(gfile.get_filesystem(f.path), gfile.LocalFileSystem) for f in files)
-    if processes < 2 or len(files) < 2 or not local or threading.active_count() > 1 or not hasattr(os, "fork"):
-        return [f.reload() for f in files]
-    unread = [_unread_bytes(f) for f in files]
-    if sum(unread) < FORK_MIN_BYTES:
-        return [f.reload() for f in files]
-    # Largest first, each to the least loaded process: a balance of bytes to read.
-    shares: list[list[int]] = [[] for _ in range(min(processes, len(files)))]
-    loads = [0] * len(shares)
-    for i in sorted(range(len(files)), key=lambda i: -unread[i]):
-        least = loads.index(min(loads))
-        shares[least].append(i)
-        loads[least] += unread[i]
-    children = [(_fork_reader(files, share), share) for share in shares[1:]]
-    started = time.monotonic()
-    try:
-        added = {i: files[i].reload() for i in shares[0]}
-    except BaseException:
-        for (pid, pipe), _ in children:
-            os.close(pipe)  # a child still writing gets EPIPE and exits
-            os.waitpid(pid, 0)
-        raise
-    deadline = time.monotonic() + CHILD_GRACE_SECONDS + CHILD_SLOWDOWN * (time.monotonic() - started)
-    for (pid, pipe), share in children:
-        states = _receive(pid, pipe, deadline)
-        for i in share:
-            if states is None:
-                added[i] = files[i].reload()
-            else:
-                added[i], files[i].__dict__ = states.pop(0)
-    return [added[i] for i in range(len(files))]
-
-
-def _unread_bytes(f: EventFile) -> int:
-    try:
-        return max(0, gfile.stat(f.path).length - f.reader.offset)
-    except READ_ERRORS:
-        return 0  # gone: its reload will say so
-
-
-def _receive(pid: int, pipe: int, deadline: float) -> list | None:
-    """What a child sent through `pipe`, or None if it died, or was still silent at `deadline` (then it is killed)."""
-    chunks = []
-    try:
-        while True:
-            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                return None
-            chunk = os.read(pipe, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(pipe)
-        os.waitpid(pid, 0)
-    try:
-        return pickle.loads(b"".join(chunks))
-    except (pickle.UnpicklingError, EOFError):  # the child died before it had said everything
-        return None
-
-
-def _fork_reader(files: list[EventFile], share: list[int]) -> tuple[int, int]:
-    """Forks a process that reads `share` of `files` and writes `[(added, file state), ...]` to the pipe returned."""
-    source, sink = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(sink)
-        return pid, source
-    try:
-        os.close(source)
-        states = [(files[i].reload(), files[i].__dict__) for i in share]
-        with os.fdopen(sink, "wb") as out:
-            out.write(pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL))
-    finally:
-        os._exit(0)  # no cleanup of the parent's copies (buffers, atexit) in the child

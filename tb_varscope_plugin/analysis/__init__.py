@@ -1,0 +1,1 @@
+"""Analysis of an index: collisions, tag-name forms, the assignment solver, lane attribution, layer groups."""

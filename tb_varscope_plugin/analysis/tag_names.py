@@ -1,0 +1,41 @@
+"""Tag-name forms: the variable path a histogram tag spells once each writer's decorations are removed."""
+
+from __future__ import annotations
+
+import re
+
+from tb_varscope_plugin.checkpoints.variables import strip_output_index
+
+_SEGMENT_SPLIT = re.compile(r"[/.]")
+_HISTOGRAM_SUFFIX = "/histogram"
+_REPLICA_SUFFIX = re.compile(r"[:_]\d+$")  # `:0` of a TF variable name, `_0` once a callback made `:` a `_`
+
+
+def tag_forms(tag: str) -> list[list[str]]:
+    """The segments a tag may stand for once logging decorations are removed, most literal first.
+
+    `my_variable1_0/histogram` -> [`my_variable1_0`], [`my_variable1`]; `0.weight` -> [`0`, `weight`].
+    """
+    base = tag[: -len(_HISTOGRAM_SUFFIX)] if tag.endswith(_HISTOGRAM_SUFFIX) else tag
+    forms = [base]
+    stripped = _REPLICA_SUFFIX.sub("", base)
+    if stripped and stripped != base:
+        forms.append(stripped)
+    return [[s for s in _SEGMENT_SPLIT.split(f) if s] for f in forms]
+
+
+def tag_base(tag: str) -> str:
+    """The variable path a tag spells, without `/histogram` and the `:0`/`_0` the writer added to it."""
+    if tag.endswith(_HISTOGRAM_SUFFIX):
+        return _REPLICA_SUFFIX.sub("", tag[: -len(_HISTOGRAM_SUFFIX)]) or tag
+    return strip_output_index(tag) or tag
+
+
+def name_segments(name: str) -> list[str]:
+    return [s for s in _SEGMENT_SPLIT.split(strip_output_index(name)) if s]
+
+
+def tag_leaf(tag: str) -> str:
+    """The tag's own name without scopes or decorations: `kernel` for `kernel/histogram`."""
+    form = tag_forms(tag)[-1]
+    return form[-1] if form else tag

@@ -1,0 +1,1 @@
+"""Checkpoints: one module per format, all returning the same `Variable` records, and where a run keeps its own."""

@@ -1,0 +1,37 @@
+"""Reads a checkpoint of any supported format: picks the format reader from the path and returns its variables."""
+
+from __future__ import annotations
+
+import re
+
+from tensorboard.compat.tensorflow_stub.io import gfile
+
+from tb_varscope_plugin.checkpoints import keras_h5, safetensors_file, tf_bundle
+from tb_varscope_plugin.checkpoints.discovery import KERAS_SUFFIXES, SAFETENSORS_SUFFIX, candidates, newest
+from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
+
+_DATA_FILE = re.compile(r"\.data-\d+-of-\d+$")
+
+
+def read_checkpoint(path: str) -> Checkpoint:
+    """Reads the variables of the checkpoint at `path` (a TF prefix, `.index`, state-file directory,
+    `.weights.h5`/`.h5`, `.keras` or `.safetensors`)."""
+    path = path.rstrip("/") or path
+    if gfile.isdir(path):
+        found = newest(candidates(path))
+        if found is None:
+            raise CheckpointError(f"{path}: no checkpoint in this directory")
+        path = found
+    if path.endswith(".index"):
+        path = path[: -len(".index")]
+    elif _DATA_FILE.search(path):
+        path = _DATA_FILE.sub("", path)
+    if path.endswith(SAFETENSORS_SUFFIX):
+        return safetensors_file.read_safetensors(path)
+    if path.endswith(".keras"):
+        return keras_h5.read_keras_archive(path)
+    if path.endswith(KERAS_SUFFIXES):
+        return keras_h5.read_weights_h5(path)
+    if gfile.exists(path + ".index"):
+        return tf_bundle.read_bundle(path)
+    raise CheckpointError(f"{path}: not a checkpoint (no such file, and no {path}.index)")

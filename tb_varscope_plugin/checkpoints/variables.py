@@ -1,0 +1,91 @@
+"""Checkpoint variables as one kind of record, whatever the format, and the IO every format reader shares."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from tensorboard.compat.tensorflow_stub.io import gfile
+
+from tb_varscope_plugin.filesystem import read_at
+
+_OUTPUT_INDEX = re.compile(r":\d+$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    path: str
+    key: str
+    name: str | None
+    shape: tuple[int, ...]
+    dtype: str
+    layer: str | None
+    slot: bool
+    load: Callable[[], np.ndarray] = field(compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: str
+    format: str
+    variables: tuple[Variable, ...]
+    mtime: float | None
+
+
+def read_bytes(path: str, offset: int = 0, size: int | None = None) -> bytes:
+    """Reads `size` bytes at `offset` (all the rest when None) through TensorBoard's filesystem layer."""
+    try:
+        data = read_at(path, offset, size)
+    except Exception as e:  # the filesystem layer raises its own error types per backend
+        raise CheckpointError(f"{path}: cannot read: {e}") from e
+    if size is not None and len(data) != size:
+        raise CheckpointError(f"{path}: truncated, wanted {size} bytes at offset {offset}, got {len(data)}")
+    return data
+
+
+def file_size(path: str) -> int:
+    try:
+        return gfile.stat(path).length
+    except Exception as e:  # see read_bytes
+        raise CheckpointError(f"{path}: cannot read: {e}") from e
+
+
+def strip_output_index(name: str) -> str:
+    """A TF variable name without the `:0` of the op output it names."""
+    return _OUTPUT_INDEX.sub("", name)
+
+
+def widen_bfloat16(raw: np.ndarray) -> np.ndarray:
+    """bfloat16 values stored as 2-byte words, widened to float32 (numpy has no bfloat16)."""
+    return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def layer_scope(names: list[str]) -> str | None:
+    """The name scope that sibling variables of one layer share, from their own names.
+
+    Keras 2 names a weight made in `__init__` without its layer's scope (`my_variable1`) and one made in
+    `build` with it (`sequential/my_layer_1/my_variable2`), so the longest scope among siblings is the
+    layer's, provided every other scope is a tail of it.
+    """
+    scopes = [posixpath.dirname(n) for n in names if posixpath.dirname(n)]
+    if not scopes:
+        return None
+    longest = max(scopes, key=lambda s: s.count("/"))
+    if all(s == longest or longest.endswith("/" + s) for s in scopes):
+        return longest
+    return None
+
+
+def scoped_path(scope: str, name: str) -> str | None:
+    """`scope/<base of name>` when `name`'s own scope fits inside `scope`, else None."""
+    own = posixpath.dirname(name)
+    if not own or own == scope or scope.endswith("/" + own):
+        return f"{scope}/{posixpath.basename(name)}"
+    return None

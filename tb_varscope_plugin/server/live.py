@@ -1,0 +1,95 @@
+"""The live reader: a background thread that rereads TensorBoard's logdir and publishes each new report."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.report import Reporter
+
+logger = logging.getLogger(__name__)
+
+# While a large logdir is first read, the report is republished this often so the tab fills in run by run.
+PUBLISH_INTERVAL = 1.0
+
+
+class LiveReport:
+    """The report of a logdir as far as it has been read, kept current by a thread started on first use.
+
+    `reload_lock` makes reloads take turns; the index's own lock is held only while one event file is read, so a
+    lane's histograms wait for one file at most; `report_lock` only swaps the published report or starts the
+    reader, so `report()` never waits for a read in progress.
+    """
+
+    def __init__(self, index: LogdirIndex, reporter: Reporter, reload_interval: float) -> None:
+        self.index = index
+        self._reporter = reporter
+        self._reload_interval = reload_interval
+        self._reload_lock = threading.Lock()
+        self._report_lock = threading.Lock()
+        self._read_once = False  # until the first pass over the logdir ends, the report is partial
+        self._report = self._published(reporter.report())
+        self._published_at = 0.0
+        self._reader: threading.Thread | None = None
+
+    def report(self) -> dict:
+        """The last published report; `complete` is false until the first pass over the logdir has ended."""
+        with self._report_lock:
+            return self._report
+
+    def reload(self) -> None:
+        """Reads what the logdir has gained since the last call and publishes the new report."""
+        with self._reload_lock:
+            self.index.reload(progress=self._publish_while_reading)
+            self._read_once = True
+            self._publish()
+
+    def start(self) -> None:
+        """Starts the reader thread unless it runs already. Reading starts when someone opens the tab, not when
+        TensorBoard starts: a user who never looks at VarScope pays nothing for it."""
+        with self._report_lock:
+            if self._reader is not None:
+                return
+            self._reader = threading.Thread(target=self._read_forever, name="varscope-reader", daemon=True)
+        self._reader.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits for the reader thread to stop (it stops after one pass when the reload interval is 0); True if it
+        was started and has stopped."""
+        reader = self._reader
+        if reader is None:
+            return False
+        reader.join(timeout)
+        return not reader.is_alive()
+
+    @property
+    def started(self) -> bool:
+        return self._reader is not None
+
+    def _publish_while_reading(self, run_name: str) -> None:
+        # Called before each run is read, with the runs before it complete.
+        if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
+            self._publish()
+
+    def _published(self, report: dict) -> dict:
+        return {**report, "complete": self._read_once}
+
+    def _publish(self) -> None:
+        report = self._published(self._reporter.report())
+        with self._report_lock:
+            self._report = report
+        self._published_at = time.monotonic()
+
+    def _read_forever(self) -> None:
+        while True:
+            try:
+                self.reload()
+            except Exception:
+                # A failed pass (a logdir on a flaky filesystem) must not stop later passes; like TensorBoard's
+                # own reload loop, log it and try again.
+                logger.exception("VarScope: reading %s failed", self.index.logdir)
+            if not self._reload_interval:
+                return
+            time.sleep(self._reload_interval)
