@@ -28,7 +28,16 @@ setup(
     extras_require={
         # TensorFlow and Keras write the demo's logs and checkpoints; the plugin itself never imports them.
         "demo": DEMO,
-        "test": DEMO + ["pytest>=8", "ruff", "playwright>=1.45", "tensorboardX>=2.6", "safetensors>=0.4"],
+        "test": DEMO
+        + [
+            "pytest>=8",
+            "ruff",
+            "mypy>=1.10",
+            "hypothesis>=6.100",
+            "playwright>=1.45",
+            "tensorboardX>=2.6",
+            "safetensors>=0.4",
+        ],
         # The PyTorch writer tests skip without it; scripts/test.sh installs a pinned build.
         "torch": ["torch>=2.0"],
     },

@@ -10,6 +10,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 echo "== ruff"
 ruff check .
+echo "== mypy"
+mypy
 echo "== frontend unit tests (node --test)"
 node --test tests/js/
 echo "== python tests (pytest)"

@@ -8,11 +8,13 @@ import re
 import sys
 import textwrap
 from importlib import metadata
+from typing import NoReturn
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin.filesystem import READ_ERRORS
 from tb_varscope_plugin.report import scan
+from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Report, RunReport
 
 CLEAN, COLLISIONS, USAGE = 0, 1, 2
 INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
@@ -20,7 +22,7 @@ WIDTH = 100
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -99,7 +101,7 @@ class _Progress:
         sys.stderr.flush()
 
 
-def format_report(report: dict) -> str:
+def format_report(report: Report) -> str:
     """The report as a person reads it: a block per run with a collision or a warning, then one summary line."""
     lines = []
     for run in report["runs"]:
@@ -117,7 +119,7 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _run_block(run: dict) -> list[str]:
+def _run_block(run: RunReport) -> list[str]:
     files = _plural(run["event_files"], "event file")
     tags = _plural(run["histogram_tags"], "histogram tag")
     checkpoint = run["checkpoint"]
@@ -133,11 +135,11 @@ def _run_block(run: dict) -> list[str]:
     return lines
 
 
-def _collision_block(collision: dict) -> list[str]:
+def _collision_block(collision: Collision) -> list[str]:
     steps = collision["steps"]
     first, last = collision["first_step"], collision["last_step"]
     span = f"step {first}" if steps == 1 else f"steps {first}..{last}"
-    if collision["kind"] == "same-step":
+    if collision["kind"] == SAME_STEP:
         who = f"{collision['writers']} writers per step"
     else:
         who = f"{collision['writers']} event files at one step"
@@ -150,14 +152,14 @@ def _collision_block(collision: dict) -> list[str]:
             f" confidence {lane['confidence']:.0%}"
         )
         lines.extend(_wrapped(lane["evidence"], "      "))
-    if collision["kind"] == "cross-file":
+    if collision["kind"] == CROSS_FILE:
         lines.append("    files: " + ", ".join(collision["files"]))
     lines.extend(_wrapped("why: " + collision["explanation"], "    "))
     lines.extend(_wrapped("fix: " + collision["fix"], "    "))
     return lines
 
 
-def _summary_line(report: dict) -> str:
+def _summary_line(report: Report) -> str:
     summary = report["summary"]
     runs, tags, collisions = summary["runs"], summary["histogram_tags"], summary["collisions"]
     read = f"{_plural(runs, 'run')}, {_plural(tags, 'histogram tag')} read"

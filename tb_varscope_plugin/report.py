@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tb_varscope_plugin.analysis.attribution import attribute_lanes
-from tb_varscope_plugin.analysis.collisions import SAME_STEP, find_collisions
+from tb_varscope_plugin.analysis.collisions import collision_entry, find_collisions
 from tb_varscope_plugin.analysis.groups import group_tags
 from tb_varscope_plugin.checkpoints.discovery import find_checkpoint
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
@@ -18,8 +18,7 @@ from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 from tb_varscope_plugin.filesystem import mtime
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import RunIndex
-
-SCHEMA = "tb-varscope/1"
+from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, ReportWarning, RunReport
 
 
 class Reporter:
@@ -33,25 +32,29 @@ class Reporter:
         self.index = index
         self.checkpoints = list(checkpoints or [])
         self._read: dict[tuple[str, float | None], Checkpoint | CheckpointError] = {}  # (path, mtime) -> result
-        self._runs: dict[str, tuple[tuple, dict, list[dict]]] = {}  # run -> (cache key, its report, its warnings)
+        self._runs: dict[
+            str, tuple[tuple, RunReport, list[ReportWarning]]
+        ] = {}  # run -> (cache key, its report, its warnings)
 
-    def report(self) -> dict:
+    def report(self) -> Report:
         """The whole document for what the index has read so far."""
         runs = [self._run_report(run) for _, run in sorted(self.index.runs.items())]
+        # Directories that could not be listed, so their runs are missing.
+        warnings: list[ReportWarning] = [
+            {"file": directory, "offset": 0, "message": f"could not be listed ({why}); runs in it are not read"}
+            for directory, why in sorted(self.index.unlisted.items())
+        ]
         return {
             "schema": SCHEMA,
             "logdir": self.index.logdir,
+            "warnings": warnings,
             "summary": {
                 "runs": len(runs),
                 "histogram_tags": sum(r["histogram_tags"] for r in runs),
                 "collisions": sum(len(r["collisions"]) for r in runs),
+                "warnings": len(warnings) + sum(len(r["warnings"]) for r in runs),
             },
             "runs": runs,
-            # Beside the contract's fields: directories that could not be listed, so their runs are missing.
-            "warnings": [
-                {"file": directory, "offset": 0, "message": f"could not be listed ({why}); runs in it are not read"}
-                for directory, why in sorted(self.index.unlisted.items())
-            ],
         }
 
     def checkpoint_path(self, run: RunIndex) -> str | None:
@@ -60,7 +63,7 @@ class Reporter:
             return find_checkpoint(run.path, self.index.logdir)
         return max(self.checkpoints, key=lambda p: _shared_depth(p, run.path))  # max keeps the first of equals
 
-    def _checkpoint(self, path: str | None) -> tuple[tuple, Checkpoint | None, list[dict]]:
+    def _checkpoint(self, path: str | None) -> tuple[tuple, Checkpoint | None, list[ReportWarning]]:
         if path is None:
             return (None,), None, []
         stamp = (path, _mtime(path))
@@ -74,7 +77,7 @@ class Reporter:
             return stamp, None, [_checkpoint_warning(path, found)]
         return stamp, found, []
 
-    def _run_report(self, run: RunIndex) -> dict:
+    def _run_report(self, run: RunIndex) -> RunReport:
         stamp, checkpoint, extra = self._checkpoint(self.checkpoint_path(run))
         key = (run.generation, stamp)
         cached = self._runs.get(run.name)
@@ -86,13 +89,13 @@ class Reporter:
             except CheckpointError as error:
                 # The index read but a variable's data did not: report the run as if it had no checkpoint.
                 report = build_run_report(run, None)
-                extra = [_checkpoint_warning(checkpoint.path, error)]
+                extra = [_checkpoint_warning(checkpoint.path if checkpoint else "", error)]
             self._runs[run.name] = (key, report, extra)
         # Damage and torn tails can change without new values arriving, so warnings are always fresh.
-        return {**report, "warnings": run.warnings() + extra}
+        return {**report, "warnings": [*run.warnings(), *extra]}
 
 
-def _checkpoint_warning(path: str, error: CheckpointError) -> dict:
+def _checkpoint_warning(path: str, error: CheckpointError) -> ReportWarning:
     return {"file": path, "offset": 0, "message": f"checkpoint not read: {error}"}
 
 
@@ -120,13 +123,13 @@ def _mtime(path: str) -> float | None:
     return max((t for t in stamps if t is not None), default=None)
 
 
-def build_run_report(run: RunIndex, checkpoint: Checkpoint | None = None) -> dict:
+def build_run_report(run: RunIndex, checkpoint: Checkpoint | None = None) -> RunReport:
     """One run's part of the report, its lanes and groups attributed from `checkpoint` when there is one."""
-    collisions = find_collisions(run)
     values: dict[str, np.ndarray] = {}  # variables loaded once, shared by attribution and grouping
-    for collision in collisions:
-        if collision["kind"] == SAME_STEP:
-            attribute_lanes(run, collision, checkpoint, values)
+    collisions: list[Collision] = []
+    for found in find_collisions(run):
+        matches = attribute_lanes(run, found.tag, found.writers, checkpoint, values) if found.kind == SAME_STEP else []
+        collisions.append(collision_entry(found, matches))
     return {
         "run": run.name,
         "event_files": len(run.files),
@@ -135,7 +138,7 @@ def build_run_report(run: RunIndex, checkpoint: Checkpoint | None = None) -> dic
         if checkpoint is None
         else {
             "path": checkpoint.path,
-            "format": checkpoint.format,
+            "format": checkpoint.format,  # type: ignore[typeddict-item]  # each reader names one of the formats
             "variables": sum(1 for v in checkpoint.variables if not v.slot),
         },
         "warnings": run.warnings(),
@@ -150,7 +153,7 @@ def scan(
     *,
     run_filter: re.Pattern | None = None,
     progress: Callable[[str], None] | None = None,
-) -> dict:
+) -> Report:
     """Reads every run under `logdir` and returns the report document (see the contract).
 
     `run_filter` keeps only runs whose name it matches; `progress` is told each run's name before it is read.

@@ -14,7 +14,7 @@ from eventlogs import histogram_event, write_events
 
 from tb_varscope_plugin import scan
 from tb_varscope_plugin.analysis.attribution import assign, attribute_lanes, candidates, histogram_distance
-from tb_varscope_plugin.analysis.collisions import find_collisions
+from tb_varscope_plugin.analysis.collisions import collision_entry, find_collisions
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.report import Reporter
@@ -136,8 +136,13 @@ def _run(tmp_path: Path, tag: str, writes: list[np.ndarray], steps: int = 3):
     index = LogdirIndex(str(tmp_path))
     index.reload()
     run = index.runs["."]
-    (collision,) = find_collisions(run)
-    return run, collision
+    (found,) = find_collisions(run)
+    return run, found
+
+
+def _named(run, found, checkpoint):
+    """The collision's lanes as the report shows them, named from `checkpoint`."""
+    return collision_entry(found, attribute_lanes(run, found.tag, found.writers, checkpoint))["lanes"]
 
 
 def test_lanes_are_named_by_their_values_not_by_checkpoint_order(tmp_path):
@@ -146,8 +151,7 @@ def test_lanes_are_named_by_their_values_not_by_checkpoint_order(tmp_path):
     # Written in the order dense_2, dense_0, dense_1: lane 0 must be dense_2 although it is last in the checkpoint.
     order = ["sequential/dense_2/kernel", "sequential/dense_0/kernel", "sequential/dense_1/kernel"]
     run, collision = _run(tmp_path, "kernel", [layers[p] for p in order])
-    attribute_lanes(run, collision, _checkpoint(layers))
-    lanes = collision["lanes"]
+    lanes = _named(run, collision, _checkpoint(layers))
     assert [lane["variable"] for lane in lanes] == order
     assert [lane["shape"] for lane in lanes] == [[3, 4]] * 3
     assert all(lane["confidence"] >= 0.9 for lane in lanes)
@@ -167,9 +171,9 @@ def test_the_lane_nearest_the_checkpoint_in_time_is_compared(tmp_path):
     drifted = {p: v - 0.2 for p, v in first.items()}  # the values as logged at step 0
     checkpoint = _checkpoint(drifted)
     checkpoint = Checkpoint(checkpoint.path, checkpoint.format, checkpoint.variables, mtime=step0.wall_time - 1e-3)
-    attribute_lanes(run, collision, checkpoint)
-    assert [lane["variable"] for lane in collision["lanes"]] == ["d0/kernel", "d1/kernel"]
-    assert "at step 0 (min, max" in collision["lanes"][0]["evidence"]
+    lanes = _named(run, collision, checkpoint)
+    assert [lane["variable"] for lane in lanes] == ["d0/kernel", "d1/kernel"]
+    assert "at step 0 (min, max" in lanes[0]["evidence"]
 
 
 def test_values_that_drifted_since_the_checkpoint_still_pick_the_closest(tmp_path):
@@ -177,8 +181,7 @@ def test_values_that_drifted_since_the_checkpoint_still_pick_the_closest(tmp_pat
     layers = {f"l{k}/bias": rng.normal(loc=3 * k, size=50) for k in range(3)}
     run, collision = _run(tmp_path, "bias", list(layers.values()))
     stale = {p: v + rng.normal(scale=0.05, size=v.shape) for p, v in layers.items()}
-    attribute_lanes(run, collision, _checkpoint(stale))
-    lanes = collision["lanes"]
+    lanes = _named(run, collision, _checkpoint(stale))
     assert [lane["variable"] for lane in lanes] == list(layers)
     assert "closest of 3 candidates" in lanes[0]["evidence"]
     assert "histogram distance" in lanes[0]["evidence"]
@@ -189,8 +192,7 @@ def test_identical_values_give_a_write_order_guess_that_says_so(tmp_path):
     zeros = np.zeros(4)
     run, collision = _run(tmp_path, "bias", [zeros, zeros])
     checkpoint = _checkpoint({"dense/bias": zeros, "dense_1/bias": zeros})
-    attribute_lanes(run, collision, checkpoint)
-    lanes = collision["lanes"]
+    lanes = _named(run, collision, checkpoint)
     assert [lane["variable"] for lane in lanes] == ["dense/bias", "dense_1/bias"]
     assert all(lane["confidence"] < 0.5 for lane in lanes)
     assert all("fit equally well, so this is a write-order guess" in lane["evidence"] for lane in lanes)
@@ -199,8 +201,8 @@ def test_identical_values_give_a_write_order_guess_that_says_so(tmp_path):
 def test_without_a_checkpoint_lanes_stay_unnamed_and_say_why(tmp_path):
     rng = np.random.default_rng(5)
     run, collision = _run(tmp_path, "kernel", [rng.normal(size=5), rng.normal(size=6)])
-    attribute_lanes(run, collision, None)
-    for lane in collision["lanes"]:
+    lanes = _named(run, collision, None)
+    for lane in lanes:
         assert (lane["variable"], lane["checkpoint_key"], lane["confidence"]) == (None, None, 0.0)
         assert lane["evidence"].startswith("no checkpoint found beside this run")
 
@@ -208,19 +210,18 @@ def test_without_a_checkpoint_lanes_stay_unnamed_and_say_why(tmp_path):
 def test_a_checkpoint_without_such_a_name_or_size_names_nothing(tmp_path):
     rng = np.random.default_rng(6)
     run, collision = _run(tmp_path, "kernel", [rng.normal(size=5), rng.normal(size=6)])
-    attribute_lanes(run, collision, _checkpoint({"dense/bias": rng.normal(size=5)}))
-    assert all(lane["variable"] is None and lane["confidence"] == 0.0 for lane in collision["lanes"])
-    assert "no variable in checkpoint `ckpt/ckpt-1` is named like `kernel`" in collision["lanes"][0]["evidence"]
-    attribute_lanes(run, collision, _checkpoint({"dense/kernel": rng.normal(size=7)}))
-    assert "has 5 elements" in collision["lanes"][0]["evidence"]
+    lanes = _named(run, collision, _checkpoint({"dense/bias": rng.normal(size=5)}))
+    assert all(lane["variable"] is None and lane["confidence"] == 0.0 for lane in lanes)
+    assert "no variable in checkpoint `ckpt/ckpt-1` is named like `kernel`" in lanes[0]["evidence"]
+    lanes = _named(run, collision, _checkpoint({"dense/kernel": rng.normal(size=7)}))
+    assert "has 5 elements" in lanes[0]["evidence"]
 
 
 def test_weights_stored_without_names_are_reported_as_layer_and_tag_leaf(tmp_path):
     rng = np.random.default_rng(7)
     layers = {"sequential/dense/kernel": rng.normal(size=6), "sequential/dense_1/kernel": rng.normal(size=6)}
     run, collision = _run(tmp_path, "kernel/histogram", list(layers.values()))
-    attribute_lanes(run, collision, _checkpoint({**layers, "sequential/dense/bias": rng.normal(size=6)}, named=False))
-    lanes = collision["lanes"]
+    lanes = _named(run, collision, _checkpoint({**layers, "sequential/dense/bias": rng.normal(size=6)}, named=False))
     assert [lane["variable"] for lane in lanes] == list(layers)
     assert [lane["checkpoint_key"] for lane in lanes] == [
         "layers/sequential/dense/vars/0",

@@ -52,7 +52,7 @@ def test_scan_finds_the_seed_layer_and_v_name_collisions_only(demo_logs) -> None
         "3-keras3-v-name": ["bias", "kernel"],
         "4-keras3-v-path": [],
     }
-    assert report["summary"] == {"runs": 4, "histogram_tags": 18, "collisions": 3}
+    assert report["summary"] == {"runs": 4, "histogram_tags": 18, "collisions": 3, "warnings": 0}
 
 
 @pytest.mark.slow

@@ -64,7 +64,7 @@ def test_report_route_serves_the_report_of_the_logdir(tmp_path):
     assert response.mimetype == "application/json"
     report = response.get_json()
     assert report["schema"] == "tb-varscope/1"
-    assert report["summary"] == {"runs": 2, "histogram_tags": 3, "collisions": 1}
+    assert report["summary"] == {"runs": 2, "histogram_tags": 3, "collisions": 1, "warnings": 0}
     assert [run["run"] for run in report["runs"]] == ["eval", "train"]
     (collision,) = report["runs"][1]["collisions"]
     assert (collision["tag"], collision["kind"], collision["writers"]) == ("kernel", "same-step", 3)
@@ -92,7 +92,7 @@ def test_appended_events_and_new_runs_appear_after_the_next_reload(tmp_path):
     write_events(str(events_file), [histogram_event(s, "kernel", np.arange(4.0)) for s in range(3)])
     plugin = load_plugin(tmp_path)
     plugin.reload_impl()
-    assert plugin.report_impl()["summary"] == {"runs": 1, "histogram_tags": 1, "collisions": 0}
+    assert plugin.report_impl()["summary"] == {"runs": 1, "histogram_tags": 1, "collisions": 0, "warnings": 0}
     assert [step for _, step, _ in plugin.histograms_impl("train", "kernel", "0")] == [0, 1, 2]
 
     # The run keeps training: step 3 is written by two layers under one tag, and a second run starts.
@@ -103,7 +103,7 @@ def test_appended_events_and_new_runs_appear_after_the_next_reload(tmp_path):
     plugin.reload_impl()
 
     report = plugin.report_impl()
-    assert report["summary"] == {"runs": 2, "histogram_tags": 2, "collisions": 2}
+    assert report["summary"] == {"runs": 2, "histogram_tags": 2, "collisions": 2, "warnings": 0}
     train = next(run for run in report["runs"] if run["run"] == "train")
     (collision,) = train["collisions"]
     assert (collision["tag"], collision["first_step"], collision["last_step"]) == ("kernel", 3, 3)

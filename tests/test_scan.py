@@ -17,7 +17,7 @@ def test_same_step_collision_has_one_lane_per_writer(tmp_path):
     layered_run(str(tmp_path / "train" / "events.out.tfevents.1.a"), "kernel", [3, 12, 48], steps=4)
     report = scan(str(tmp_path))
     assert report["schema"] == "tb-varscope/1"
-    assert report["summary"] == {"runs": 1, "histogram_tags": 1, "collisions": 1}
+    assert report["summary"] == {"runs": 1, "histogram_tags": 1, "collisions": 1, "warnings": 0}
     (run,) = report["runs"]
     assert run["run"] == "train"
     (collision,) = run["collisions"]
@@ -72,7 +72,7 @@ def test_a_tag_shared_by_several_runs_is_not_a_collision(tmp_path):
     for name in ["a", "b", "c"]:
         layered_run(str(tmp_path / name / "events.out.tfevents.1.x"), "dense/kernel", [6], steps=5)
     report = scan(str(tmp_path))
-    assert report["summary"] == {"runs": 3, "histogram_tags": 3, "collisions": 0}
+    assert report["summary"] == {"runs": 3, "histogram_tags": 3, "collisions": 0, "warnings": 0}
     assert [run["run"] for run in report["runs"]] == ["a", "b", "c"]
 
 

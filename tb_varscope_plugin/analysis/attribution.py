@@ -268,30 +268,19 @@ def _ordinal(n: int) -> str:
 
 
 def attribute_lanes(
-    run: RunIndex, collision: dict, checkpoint: Checkpoint | None, values: dict[str, np.ndarray] | None = None
-) -> None:
-    """Fills `variable`, `checkpoint_key`, `shape`, `confidence` and `evidence` of a same-step collision's lanes."""
-    lanes = collision["lanes"]
-    if not lanes:
-        return
+    run: RunIndex, tag: str, lanes: int, checkpoint: Checkpoint | None, values: dict[str, np.ndarray] | None = None
+) -> list[LaneMatch]:
+    """The variable behind each of the `lanes` lanes of a same-step colliding `tag`, or why none is named."""
     if checkpoint is None:
-        for lane in lanes:
-            lane.update(
-                variable=None,
-                checkpoint_key=None,
-                shape=None,
-                confidence=0.0,
-                evidence="no checkpoint found beside this run (name one with --checkpoint), so lanes are told "
-                f"apart by write order only: lane {lane['lane']} is the {_ordinal(lane['lane'] + 1)} value "
-                "written at each step",
+        return [
+            LaneMatch(
+                lane,
+                None,
+                None,
+                0.0,
+                "no checkpoint found beside this run (name one with --checkpoint), so lanes are told apart by write "
+                f"order only: lane {lane} is the {_ordinal(lane + 1)} value written at each step",
             )
-        return
-    for lane, found in zip(lanes, match_lanes(run, collision["tag"], len(lanes), checkpoint, values), strict=True):
-        v = found.variable
-        lane.update(
-            variable=found.name,
-            checkpoint_key=v.key if v is not None else None,
-            shape=list(v.shape) if v is not None else None,
-            confidence=found.confidence,
-            evidence=found.evidence,
-        )
+            for lane in range(lanes)
+        ]
+    return match_lanes(run, tag, lanes, checkpoint, values)

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
+from tb_varscope_plugin.analysis.attribution import LaneMatch
 from tb_varscope_plugin.reading.events import LEGACY
 from tb_varscope_plugin.reading.run_index import RunIndex
-
-SAME_STEP = "same-step"
-CROSS_FILE = "cross-file"
+from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, CollisionKind, Lane
 
 # tf-keras's callback logs weight.name with ':' made '_': my_variable1:0 becomes my_variable1_0/histogram.
 _TF_KERAS_CALLBACK = re.compile(r"_\d+/histogram$")
 
 
-def find_collisions(run: RunIndex) -> list[dict]:
-    """Every colliding histogram tag of the run, in the contract's shape, lanes not yet attributed."""
+@dataclass(frozen=True)
+class FoundCollision:
+    """A colliding tag as the index shows it, before its lanes are named."""
+
+    tag: str
+    kind: CollisionKind
+    writers: int
+    steps: int
+    first_step: int
+    last_step: int
+    files: tuple[str, ...]
+    encoding: str | None  # how the values were written (same-step only)
+    elements: tuple[int, ...]  # same-step: each lane's element count, from its last value
+
+
+def find_collisions(run: RunIndex) -> list[FoundCollision]:
+    """Every colliding histogram tag of the run: a same-step and a cross-file collision per tag at most."""
     found = []
     for tag in run.histogram_tags():
         same_step = _same_step(run, tag)
@@ -27,7 +42,39 @@ def find_collisions(run: RunIndex) -> list[dict]:
     return found
 
 
-def _same_step(run: RunIndex, tag: str) -> dict | None:
+def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collision:
+    """The collision in the report's shape, its lanes named by `matches` (one per lane, in lane order)."""
+    if found.kind == SAME_STEP:
+        explanation, fix = explain_same_step(found.tag, found.encoding, found.writers)
+    else:
+        explanation, fix = _explain_cross_file(found)
+    lanes: list[Lane] = [
+        {
+            "lane": match.lane,
+            "variable": match.name,
+            "checkpoint_key": match.variable.key if match.variable is not None else None,
+            "shape": list(match.variable.shape) if match.variable is not None else None,
+            "elements": elements,
+            "confidence": match.confidence,
+            "evidence": match.evidence,
+        }
+        for match, elements in zip(matches, found.elements, strict=True)
+    ]
+    return {
+        "tag": found.tag,
+        "kind": found.kind,
+        "writers": found.writers,
+        "steps": found.steps,
+        "first_step": found.first_step,
+        "last_step": found.last_step,
+        "files": list(found.files),
+        "lanes": lanes,
+        "explanation": explanation,
+        "fix": fix,
+    }
+
+
+def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
     writers = 0
     repeated: set[int] = set()
     files = []
@@ -44,60 +91,33 @@ def _same_step(run: RunIndex, tag: str) -> dict | None:
             encoding = series.encoding
     if not repeated:
         return None
-    lanes = []
+    elements = []
     for lane in range(writers):
-        last = run.decode(run.last_ref(tag, lane))
-        lanes.append(
-            {
-                "lane": lane,
-                "variable": None,
-                "checkpoint_key": None,
-                "shape": None,
-                "elements": int(round(float(last[:, 2].sum()))) if len(last) else 0,
-                "confidence": 0.0,
-                "evidence": "not attributed: lanes are told apart by write order only",
-            }
-        )
-    explanation, fix = explain_same_step(tag, encoding, writers)
-    return {
-        "tag": tag,
-        "kind": SAME_STEP,
-        "writers": writers,
-        "steps": len(repeated),
-        "first_step": min(repeated),
-        "last_step": max(repeated),
-        "files": files,
-        "lanes": lanes,
-        "explanation": explanation,
-        "fix": fix,
-    }
+        last = run.last_ref(tag, lane)
+        buckets = run.decode(last) if last is not None else None
+        elements.append(int(round(float(buckets[:, 2].sum()))) if buckets is not None and len(buckets) else 0)
+    return FoundCollision(
+        tag, SAME_STEP, writers, len(repeated), min(repeated), max(repeated), tuple(files), encoding, tuple(elements)
+    )
 
 
-def _cross_file(run: RunIndex, tag: str) -> dict | None:
+def _cross_file(run: RunIndex, tag: str) -> FoundCollision | None:
     shared = run.shared_steps(tag)
     if not shared:
         return None
-    files = sorted({name for names in shared.values() for name in names})
-    first, last = min(shared), max(shared)
-    return {
-        "tag": tag,
-        "kind": CROSS_FILE,
-        "writers": max(len(names) for names in shared.values()),
-        "steps": len(shared),
-        "first_step": first,
-        "last_step": last,
-        "files": files,
-        "lanes": [],
-        "explanation": (
-            f"{len(files)} event files of this run hold `{tag}` at the same steps ({first}..{last}): the run was "
-            "resumed into the same directory, or two writers were open at once. TensorBoard shows one value per step, "
-            "so one file's values hide the other's."
-        ),
-        "fix": (
-            "Resume into a new run directory, or resume logging at the step after the last checkpoint "
-            "(Keras: `initial_epoch`); make sure one process writes each run; delete the stale event file."
-        ),
-    }
+    files = tuple(sorted({name for names in shared.values() for name in names}))
+    writers = max(len(names) for names in shared.values())
+    return FoundCollision(tag, CROSS_FILE, writers, len(shared), min(shared), max(shared), files, None, ())
+
+
+def _explain_cross_file(found: FoundCollision) -> tuple[str, str]:
+    return (
+        f"{len(found.files)} event files of this run hold `{found.tag}` at the same steps "
+        f"({found.first_step}..{found.last_step}): the run was resumed into the same directory, or two writers were "
+        "open at once. TensorBoard shows one value per step, so one file's values hide the other's.",
+        "Resume into a new run directory, or resume logging at the step after the last checkpoint "
+        "(Keras: `initial_epoch`); make sure one process writes each run; delete the stale event file.",
+    )
 
 
 def explain_same_step(tag: str, encoding: str | None, writers: int) -> tuple[str, str]:

@@ -11,10 +11,10 @@ import posixpath
 import numpy as np
 
 from tb_varscope_plugin.analysis.attribution import match_lanes
-from tb_varscope_plugin.analysis.collisions import SAME_STEP
 from tb_varscope_plugin.analysis.tag_names import tag_base, tag_leaf
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
 from tb_varscope_plugin.reading.run_index import RunIndex
+from tb_varscope_plugin.schema import SAME_STEP, Collision, Group, GroupVariable
 
 
 def parent_path(path: str) -> str:
@@ -27,8 +27,11 @@ def layer_of(v: Variable) -> str:
 
 
 def group_tags(
-    run: RunIndex, collisions: list[dict], checkpoint: Checkpoint | None, values: dict[str, np.ndarray] | None = None
-) -> list[dict]:
+    run: RunIndex,
+    collisions: list[Collision],
+    checkpoint: Checkpoint | None,
+    values: dict[str, np.ndarray] | None = None,
+) -> list[Group]:
     """The run's layer groups in the contract's `groups` shape, each lane of a colliding tag placed on its own.
 
     Lanes of colliding tags must already be attributed (`attribute_lanes`); clean tags are matched here.
@@ -36,11 +39,14 @@ def group_tags(
     values = {} if values is None else values
     lanes_of = {c["tag"]: c["lanes"] for c in collisions if c["kind"] == SAME_STEP}
     by_key = {v.key: v for v in checkpoint.variables} if checkpoint is not None else {}
-    placed: list[tuple[str, dict]] = []
+    placed: list[tuple[str, GroupVariable]] = []
     logged: set[str] = set()
     for tag in run.histogram_tags():
+        found: list[tuple[int, Variable | None, str | None]]
         if tag in lanes_of:
-            found = [(lane["lane"], by_key.get(lane["checkpoint_key"]), lane["variable"]) for lane in lanes_of[tag]]
+            found = [
+                (lane["lane"], by_key.get(lane["checkpoint_key"] or ""), lane["variable"]) for lane in lanes_of[tag]
+            ]
         elif checkpoint is not None:
             match = match_lanes(run, tag, 1, checkpoint, values, compare_single=False)[0]
             found = [(0, match.variable, match.name)]
@@ -61,7 +67,7 @@ def group_tags(
     return _assemble(placed)
 
 
-def _entry(name: str, path: str, v: Variable | None, tag: str | None, lane: int | None) -> dict:
+def _entry(name: str, path: str, v: Variable | None, tag: str | None, lane: int | None) -> GroupVariable:
     return {
         "name": name,
         "path": path,
@@ -72,10 +78,10 @@ def _entry(name: str, path: str, v: Variable | None, tag: str | None, lane: int 
     }
 
 
-def _assemble(placed: list[tuple[str, dict]]) -> list[dict]:
+def _assemble(placed: list[tuple[str, GroupVariable]]) -> list[Group]:
     paths = {path for path, _ in placed}
     into = {path: merged_into(path, paths) for path in paths}
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[GroupVariable]] = {}
     for path, entry in placed:
         groups.setdefault(into[path], []).append(entry)
     return [

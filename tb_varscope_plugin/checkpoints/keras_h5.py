@@ -57,7 +57,7 @@ class _RemoteFile(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
-    def readinto(self, buffer: memoryview) -> int:
+    def readinto(self, buffer) -> int:  # noqa: ANN001  # a writable buffer: memoryview, bytearray
         count = min(len(buffer), self._size - self._pos)
         if count <= 0:
             return 0

@@ -87,8 +87,8 @@ def read_bundle(prefix: str) -> Checkpoint:
     if "" not in table:
         raise CheckpointError(f"{index}: no bundle header entry")
     header = _fields(table.pop(""), index)
-    num_shards = _one(header, 1, 1)
-    big_endian = _one(header, 2, 0) == 1
+    num_shards = _int(header, 1, 1)
+    big_endian = _int(header, 2, 0) == 1
     entries = {}
     for key, value in table.items():
         # Keys of partitioned-variable slices are OrderedCode-encoded and start with a NUL byte.
@@ -194,6 +194,7 @@ def _fields(message: bytes, where: str) -> dict[int, list[int | bytes]]:
         while pos < len(message):
             tag, pos = _varint(message, pos)
             number, wire = tag >> 3, tag & 7
+            value: int | bytes
             if wire == 0:
                 value, pos = _varint(message, pos)
             elif wire == 1:
@@ -213,25 +214,37 @@ def _fields(message: bytes, where: str) -> dict[int, list[int | bytes]]:
     return fields
 
 
-def _one(fields: dict[int, list[int | bytes]], number: int, default: int | bytes) -> int | bytes:
+def _int(fields: dict[int, list[int | bytes]], number: int, default: int = 0) -> int:
+    """The last value of a varint or fixed field (protobuf's rule for repeated scalars), or `default`."""
     values = fields.get(number)
-    return values[-1] if values else default
+    value = values[-1] if values else default
+    if not isinstance(value, int):
+        raise CheckpointError(f"field {number} is length-delimited where a number was expected")
+    return value
+
+
+def _bytes(fields: dict[int, list[int | bytes]], number: int) -> bytes:
+    values = fields.get(number)
+    value = values[-1] if values else b""
+    if not isinstance(value, bytes):
+        raise CheckpointError(f"field {number} is a number where a message was expected")
+    return value
 
 
 def _entry(value: bytes, where: str) -> _Entry:
     fields = _fields(value, where)
     shape_proto = tensor_shape_pb2.TensorShapeProto()
     try:
-        shape_proto.ParseFromString(_one(fields, 2, b""))
+        shape_proto.ParseFromString(_bytes(fields, 2))
     except DecodeError as e:
         raise CheckpointError(f"{where}: damaged shape") from e
     return _Entry(
-        dtype=_one(fields, 1, 0),
+        dtype=_int(fields, 1, 0),
         shape=tuple(d.size for d in shape_proto.dim),
-        shard=_one(fields, 3, 0),
-        offset=_one(fields, 4, 0),
-        size=_one(fields, 5, 0),
-        crc32c=_one(fields, 6, 0),
+        shard=_int(fields, 3, 0),
+        offset=_int(fields, 4, 0),
+        size=_int(fields, 5, 0),
+        crc32c=_int(fields, 6, 0),
         sliced=7 in fields,
     )
 
@@ -335,13 +348,13 @@ def _object_variables(
             parents[child.node_id] = node_id
             queue.append(child.node_id)
 
-    def value_attribute(node_id: int) -> _SerializedTensor | None:
+    def value_attribute(node_id: int) -> _SerializedTensor | None:  # type: ignore[valid-type]
         for attribute in nodes[node_id].attributes:
             if attribute.name == "VARIABLE_VALUE" and attribute.checkpoint_key in entries:
                 return attribute
         return None
 
-    variables = []
+    variables: list[Variable] = []
     for node_id in range(len(nodes)):
         attribute = value_attribute(node_id)
         if attribute is None:
@@ -371,7 +384,7 @@ def _object_variables(
 
 def _name_variables(entries: dict[str, _Entry], loader: Callable[[str], Callable[[], np.ndarray]]) -> list[Variable]:
     """TF1 name-based checkpoints: each key is the variable's own name."""
-    variables = []
+    variables: list[Variable] = []
     for key, entry in entries.items():
         slot = key in _TF1_BOOKKEEPING or _TF1_SLOT.search(key) is not None
         layer = posixpath.dirname(key) or None

@@ -16,6 +16,7 @@ import numpy as np
 from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
 from tb_varscope_plugin.reading import events, fast_path
 from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, read_record_at
+from tb_varscope_plugin.schema import ReportWarning
 
 
 class Series:
@@ -183,7 +184,7 @@ class EventFile:
             s.offsets.frombytes(offsets[rows].tobytes())
             s.indices.frombytes(indices[rows].astype(np.uint32).tobytes())
 
-    def warnings(self) -> list[dict]:
+    def warnings(self) -> list[ReportWarning]:
         """The file's damage, or a record cut short at its end, as report warnings."""
         if self.error is not None:
             return [{"file": self.path, "offset": self.reader.offset, "message": self.error}]
@@ -222,7 +223,7 @@ class RunIndex:
         """Every histogram tag of the run, sorted."""
         return sorted({tag for f in self.files for tag in f.series})
 
-    def warnings(self) -> list[dict]:
+    def warnings(self) -> list[ReportWarning]:
         return [w for f in self.files for w in f.warnings()]
 
     def most_per_step(self, tag: str) -> int:

@@ -8,6 +8,7 @@ import time
 
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.report import Reporter
+from tb_varscope_plugin.schema import Report
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class LiveReport:
         self._published_at = 0.0
         self._reader: threading.Thread | None = None
 
-    def report(self) -> dict:
+    def report(self) -> Report:
         """The last published report; `complete` is false until the first pass over the logdir has ended."""
         with self._report_lock:
             return self._report
@@ -73,7 +74,7 @@ class LiveReport:
         if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
             self._publish()
 
-    def _published(self, report: dict) -> dict:
+    def _published(self, report: Report) -> Report:
         return {**report, "complete": self._read_once}
 
     def _publish(self) -> None:

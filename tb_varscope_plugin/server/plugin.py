@@ -19,6 +19,7 @@ from werkzeug import wrappers
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import RunIndex, ValueRef
 from tb_varscope_plugin.report import Reporter
+from tb_varscope_plugin.schema import Report
 from tb_varscope_plugin.server.live import LiveReport
 
 PLUGIN_NAME = "varscope"
@@ -96,12 +97,12 @@ class VarScopePlugin(base_plugin.TBPlugin):
 
         return serve
 
-    @wrappers.Request.application
+    @wrappers.Request.application  # type: ignore[arg-type]  # werkzeug's stub does not know methods
     def _serve_report(self, request: wrappers.Request) -> wrappers.Response:
         self.live.start()
         return http_util.Respond(request, self.report_impl(), "application/json")
 
-    @wrappers.Request.application
+    @wrappers.Request.application  # type: ignore[arg-type]  # werkzeug's stub does not know methods
     def _serve_histograms(self, request: wrappers.Request) -> wrappers.Response:
         self.live.start()
         body = self.histograms_impl(request.args.get("run"), request.args.get("tag"), request.args.get("lane"))
@@ -112,7 +113,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
         item, mime_type = self._frontend[name]
         return item.read_bytes(), mime_type
 
-    def report_impl(self) -> dict:
+    def report_impl(self) -> Report:
         """The report document as far as the logdir has been read.
 
         Beside the contract's fields it carries `complete`: false until the first pass over the logdir has
@@ -127,9 +128,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
           tensorboard.errors.InvalidArgumentError: a parameter is missing, or `lane` is no non-negative integer.
           tensorboard.errors.NotFoundError: no such run or tag, or the tag has fewer lanes.
         """
-        for name, value in (("run", run), ("tag", tag), ("lane", lane)):
-            if value is None:
-                raise errors.InvalidArgumentError(f"missing query parameter `{name}`")
+        run, tag, lane = _required("run", run), _required("tag", tag), _required("lane", lane)
         if not _LANE.fullmatch(lane):
             raise errors.InvalidArgumentError(f"`lane` must be a non-negative integer, not {lane!r}")
         run_index, refs = self._lane_refs(run, tag, int(lane))
@@ -156,6 +155,12 @@ class VarScopePlugin(base_plugin.TBPlugin):
     def reload_impl(self) -> None:
         """Reads what the logdir has gained since the last call and publishes the new report."""
         self.live.reload()
+
+
+def _required(name: str, value: str | None) -> str:
+    if value is None:
+        raise errors.InvalidArgumentError(f"missing query parameter `{name}`")
+    return value
 
 
 class VarScopeLoader(base_plugin.TBLoader):
