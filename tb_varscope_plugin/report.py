@@ -31,7 +31,9 @@ class Reporter:
     def __init__(self, index: LogdirIndex, checkpoints: list[str] | None = None) -> None:
         self.index = index
         self.checkpoints = list(checkpoints or [])
-        self._read: dict[tuple[str, float | None], Checkpoint | CheckpointError] = {}  # (path, mtime) -> result
+        # path -> (its modification time when read, what reading gave): one entry per path, the current one, so a
+        # job that re-saves its checkpoint every epoch does not pile up old ones and their open files.
+        self._read: dict[str, tuple[float | None, Checkpoint | CheckpointError]] = {}
         self._runs: dict[
             str, tuple[tuple, RunReport, list[ReportWarning]]
         ] = {}  # run -> (cache key, its report, its warnings)
@@ -39,6 +41,7 @@ class Reporter:
     def report(self) -> Report:
         """The whole document for what the index has read so far."""
         runs = [self._run_report(run) for _, run in sorted(self.index.runs.items())]
+        self._forget_unused_checkpoints()
         # Directories that could not be listed, so their runs are missing.
         warnings: list[ReportWarning] = [
             {"file": directory, "offset": 0, "message": f"could not be listed ({why}); runs in it are not read"}
@@ -63,16 +66,30 @@ class Reporter:
             return find_checkpoint(run.path, self.index.logdir)
         return max(self.checkpoints, key=lambda p: _shared_depth(p, run.path))  # max keeps the first of equals
 
+    def _forget_unused_checkpoints(self) -> None:
+        """Closes and drops the checkpoints no run took in the pass just made (a run deleted, a file renamed)."""
+        self._runs = {name: cached for name, cached in self._runs.items() if name in self.index.runs}
+        used = {key[1][0] for key, _, _ in self._runs.values() if key[1][0] is not None}
+        for path in [p for p in self._read if p not in used]:
+            _, found = self._read.pop(path)
+            if isinstance(found, Checkpoint):
+                found.close()
+
     def _checkpoint(self, path: str | None) -> tuple[tuple, Checkpoint | None, list[ReportWarning]]:
         if path is None:
             return (None,), None, []
         stamp = (path, _mtime(path))
-        if stamp not in self._read:
+        cached = self._read.get(path)
+        if cached is None or cached[0] != stamp[1]:
+            if cached is not None and isinstance(cached[1], Checkpoint):
+                cached[1].close()
             try:
-                self._read[stamp] = read_checkpoint(path)
+                found: Checkpoint | CheckpointError = read_checkpoint(path)
             except CheckpointError as error:
-                self._read[stamp] = error
-        found = self._read[stamp]
+                found = error
+            self._read[path] = (stamp[1], found)
+        else:
+            found = cached[1]
         if isinstance(found, CheckpointError):
             return stamp, None, [_checkpoint_warning(path, found)]
         return stamp, found, []

@@ -77,7 +77,7 @@ def read_weights_h5(path: str) -> Checkpoint:
         variables = _h5_variables(h5, path, {})
     except _H5_ERRORS as e:
         raise CheckpointError(f"{path}: not a readable Keras weights file ({e})") from e
-    return Checkpoint(path=path, format="keras-weights-h5", variables=variables, mtime=mtime(path))
+    return Checkpoint(path=path, format="keras-weights-h5", variables=variables, mtime=mtime(path), close=h5.close)
 
 
 def read_keras_archive(path: str) -> Checkpoint:
@@ -89,10 +89,11 @@ def read_keras_archive(path: str) -> Checkpoint:
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"{path}: not a readable .keras archive ({e})") from e
     try:
-        variables = _h5_variables(h5py.File(weights, "r"), path, _config_layer_names(config))
+        h5 = h5py.File(weights, "r")
+        variables = _h5_variables(h5, path, _config_layer_names(config))
     except _H5_ERRORS as e:
         raise CheckpointError(f"{path}: damaged {_ARCHIVE_WEIGHTS} ({e})") from e
-    return Checkpoint(path=path, format="keras-v3", variables=variables, mtime=mtime(path))
+    return Checkpoint(path=path, format="keras-v3", variables=variables, mtime=mtime(path), close=h5.close)
 
 
 def _h5_variables(h5: h5py.File, path: str, config_names: dict[str, str]) -> tuple[Variable, ...]:
@@ -161,11 +162,14 @@ def _dataset_variable(
 
 
 def _loader(dataset: h5py.Dataset, bfloat16: bool) -> Callable[[], np.ndarray]:
+    # Named now: once the checkpoint is closed, the dataset can no longer say where it was.
+    where = f"{dataset.file.filename}: {dataset.name}"
+
     def load() -> np.ndarray:
         try:
             values = np.asarray(dataset[()])
         except _H5_ERRORS as e:
-            raise CheckpointError(f"{dataset.file.filename}: cannot read {dataset.name} ({e})") from e
+            raise CheckpointError(f"{where}: cannot be read ({e})") from e
         if bfloat16:
             # Keras writes bfloat16 as raw 2-byte values tagged with a `dtype` attribute.
             return widen_bfloat16(values)

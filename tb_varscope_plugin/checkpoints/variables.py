@@ -31,12 +31,18 @@ class Variable:
     load: Callable[[], np.ndarray] = field(compare=False, hash=False, repr=False)
 
 
+def _nothing_to_close() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     path: str
     format: str
     variables: tuple[Variable, ...]
     mtime: float | None
+    # Releases what the variables' loaders keep open (an h5py file); they cannot load afterwards.
+    close: Callable[[], None] = field(default=_nothing_to_close, compare=False, repr=False)
 
 
 def read_bytes(path: str, offset: int = 0, size: int | None = None) -> bytes:
