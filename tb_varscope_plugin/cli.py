@@ -12,7 +12,8 @@ from typing import NoReturn
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.filesystem import READ_ERRORS
+from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
+from tb_varscope_plugin.reading.logdir import run_names
 from tb_varscope_plugin.report import scan
 from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Report, RunReport
 
@@ -38,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         "scan",
         help="scan a logdir for colliding histogram tags",
         description="Reads every event file under LOGDIR. "
-        "Exit status: 0 no collision, 1 collisions found, 2 usage error.",
+        "Exit status: 0 no collision, 1 collisions found, 2 usage error, LOGDIR unreadable or holding no event "
+        "file, --run matching no run, a --checkpoint that does not exist, or an internal error.",
     )
     scan_parser.add_argument("logdir", metavar="LOGDIR", help="the directory TensorBoard would be given as --logdir")
     scan_parser.add_argument(
@@ -56,22 +58,31 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        run_filter = re.compile(args.run) if args.run is not None else None
-    except re.error as error:
-        return _usage(f"--run is not a valid regular expression: {error}")
-    if not gfile.isdir(args.logdir):
-        return _usage(f"LOGDIR {args.logdir!r} is not a readable directory")
-    progress = _Progress() if sys.stderr.isatty() and not args.json else None
-    try:
-        report = scan(args.logdir, args.checkpoint, run_filter=run_filter, progress=progress)
-    except READ_ERRORS as error:
-        return _usage(f"cannot read {args.logdir!r}: {error}")
+        return _scan(args)
     except KeyboardInterrupt:
         sys.stderr.write("tb-varscope: interrupted\n")
         return INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - a CI gate must never read a crash as "collisions found"
+        reason = " ".join(str(error).split()) or "no message"
+        return _fail(f"internal error ({type(error).__name__}: {reason}); please report it with the command line")
+
+
+def _scan(args: argparse.Namespace) -> int:
+    try:
+        run_filter = re.compile(args.run) if args.run is not None else None
+    except re.error as error:
+        return _fail(f"--run is not a valid regular expression: {error}")
+    problem = _logdir_problem(args.logdir) or _missing_checkpoint(args.checkpoint or [])
+    if problem:
+        return _fail(problem)
+    progress = _Progress() if sys.stderr.isatty() and not args.json else None
+    try:
+        report = scan(args.logdir, args.checkpoint, run_filter=run_filter, progress=progress)
     finally:
         if progress is not None:
             progress.done()
+    if not report["runs"]:
+        return _fail(_no_run(args.logdir, args.run, report))
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -80,8 +91,42 @@ def main(argv: list[str] | None = None) -> int:
     return COLLISIONS if report["summary"]["collisions"] else CLEAN
 
 
-def _usage(message: str) -> int:
-    sys.stderr.write(f"tb-varscope: error: {message}\n")
+def _logdir_problem(logdir: str) -> str | None:
+    if not gfile.isdir(logdir):
+        return f"LOGDIR {logdir!r} is not a readable directory"
+    try:
+        gfile.listdir(logdir)
+    except READ_ERRORS as error:
+        return f"LOGDIR {logdir!r} cannot be listed: {error_reason(error)}"
+    return None
+
+
+def _missing_checkpoint(paths: list[str]) -> str | None:
+    # A TF checkpoint is named by its prefix, which is no file itself: its `.index` file is.
+    for path in paths:
+        if not (gfile.exists(path) or gfile.exists(path + ".index")):
+            return f"--checkpoint {path!r} does not exist (no such file or directory, and no {path}.index)"
+    return None
+
+
+def _no_run(logdir: str, pattern: str | None, report: Report) -> str:
+    """Why a scan found nothing to report: a typo in a CI path must not pass the gate."""
+    if pattern is not None:
+        names = run_names(logdir)
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            found = _plural(len(names), "run")
+            return f"--run {pattern!r} matches none of the runs under {logdir!r} ({found}: {shown})"
+    message = f"LOGDIR {logdir!r} holds no event file (no file named *tfevents* in it or below it)"
+    warnings = report["warnings"]  # directories that could not be listed, so their runs may be missing
+    if warnings:
+        first = warnings[0]
+        message += f"; {_plural(len(warnings), 'warning')}, the first: {first['file']}: {first['message']}"
+    return message
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"tb-varscope: error: {_printable(message)}\n")
     return USAGE
 
 
@@ -173,8 +218,8 @@ def _wrapped(text: str, indent: str) -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ") or [indent]
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {plural or noun + 's'}"
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ def run_name(logdir: str, directory: str) -> str:
     return relative or "."
 
 
+def run_names(logdir: str) -> list[str]:
+    """The name of every run under `logdir`, found as `LogdirIndex` finds them, without reading any file."""
+    index = LogdirIndex(logdir)
+    return [run_name(index.logdir, directory) for directory, _ in index._event_directories()]
+
+
 class LogdirIndex:
     """Every run under a logdir (or those whose name matches `run_filter`), discovered and read incrementally.
 
