@@ -79,8 +79,7 @@ def _entry(name: str, path: str, v: Variable | None, tag: str | None, lane: int 
 
 
 def _assemble(placed: list[tuple[str, GroupVariable]]) -> list[Group]:
-    paths = {path for path, _ in placed}
-    into = {path: merged_into(path, paths) for path in paths}
+    into = merge_targets({path for path, _ in placed})
     groups: dict[str, list[GroupVariable]] = {}
     for path, entry in placed:
         groups.setdefault(into[path], []).append(entry)
@@ -94,13 +93,23 @@ def _assemble(placed: list[tuple[str, GroupVariable]]) -> list[Group]:
     ]
 
 
-def merged_into(path: str, paths: set[str]) -> str:
-    """The one longer group path that ends with `path` (Keras' `my_layer` inside `sequential/my_layer`), else `path`.
+def merge_targets(paths: set[str]) -> dict[str, str]:
+    """Each group path mapped to the one longer path that ends with it (Keras' `my_layer` inside
+    `sequential/my_layer`), else to itself.
 
     A weight made in a Keras layer's `__init__` is named without the scopes the layer gets when built, so its
-    scope is a tail of its siblings'. Several such longer paths leave it ambiguous, and it stays apart.
+    scope is a tail of its siblings'. Several such longer paths leave it ambiguous, and it stays apart. The tails
+    of every path are indexed once, so the cost grows with the paths' length, not with the number of pairs.
     """
-    if not path:
-        return path
-    longer = [p for p in paths if p != path and (p.endswith("/" + path) or p.endswith("." + path))]
-    return longer[0] if len(longer) == 1 else path
+    ending: dict[str, list[str]] = {}  # a tail after a `/` or `.` -> up to two longer paths ending with it
+    for path in paths:
+        for tail in path_tails(path):
+            longer = ending.setdefault(tail, [])
+            if len(longer) < 2:
+                longer.append(path)
+    return {path: ending[path][0] if path and len(ending.get(path, ())) == 1 else path for path in paths}
+
+
+def path_tails(path: str) -> list[str]:
+    """What follows each `/` or `.` of a path: `b/c` and `c` for `a/b/c`."""
+    return [path[i + 1 :] for i, char in enumerate(path) if char in "/."]
