@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 
 import pytest
 
@@ -163,3 +164,58 @@ def test_state_file_path_with_escapes_and_unicode(tmp_path):
     _touch(run / 'modèle "a"-3.index')
     (run / "checkpoint").write_text('model_checkpoint_path: "modèle \\"a\\"-3"\n', encoding="utf-8")
     assert find_checkpoint(str(run), str(tmp_path)) == str(run / 'modèle "a"-3')
+
+
+def _peak_bytes(call):
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_state_file_with_an_invalid_escape_falls_back_to_the_index_files(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "ckpt-2.index")
+    (run / "checkpoint").write_text('model_checkpoint_path: "ckpt\\x"\n')
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "ckpt-2")
+
+
+def test_a_huge_quoted_path_in_the_state_file_is_not_read_whole(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "ckpt-2.index")
+    with open(run / "checkpoint", "w") as f:
+        f.write('model_checkpoint_path: "')
+        f.write("a" * 20_000_000)
+        f.write('"\n')
+    found, peak = _peak_bytes(lambda: find_checkpoint(str(run), str(tmp_path)))
+    assert found == str(run / "ckpt-2")
+    assert peak < 2_000_000
+
+
+def test_a_large_binary_named_checkpoint_is_not_read_whole(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "ckpt-2.index")
+    with open(run / "checkpoint", "wb") as f:
+        f.write(bytes(range(256)) * 1024)
+        f.truncate(512 * 1024 * 1024)  # sparse: 512 MiB on paper, little on disk
+    found, peak = _peak_bytes(lambda: find_checkpoint(str(run), str(tmp_path)))
+    assert found == str(run / "ckpt-2")
+    assert peak < 2_000_000
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_named_checkpoint_is_not_opened(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "ckpt-2.index")
+    os.mkfifo(run / "checkpoint")  # opening it for reading would block until a writer came
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "ckpt-2")
+
+
+def test_a_run_with_a_broken_state_file_is_still_reported(tmp_path):
+    run = _run(tmp_path, "run1")
+    (run / "checkpoint").write_text('model_checkpoint_path: "ckpt\\x"\n')
+    report = scan(str(tmp_path))
+    assert [r["run"] for r in report["runs"]] == ["run1"]
+    assert report["runs"][0]["checkpoint"] is None

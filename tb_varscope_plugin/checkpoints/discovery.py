@@ -6,16 +6,21 @@ import codecs
 import os
 import posixpath
 import re
+import stat
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.checkpoints.variables import CheckpointError, read_bytes
-from tb_varscope_plugin.filesystem import is_event_file, is_local, mtime, natural_key
+from tb_varscope_plugin.filesystem import READ_ERRORS, is_event_file, is_local, mtime, natural_key, read_at
 
 STATE_FILE = "checkpoint"
 KERAS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 SAFETENSORS_SUFFIX = ".safetensors"
-_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.MULTILINE)
+# TF writes `model_checkpoint_path` first and a path is at most a few KiB, so a prefix this long holds it; anything
+# past it (a huge file that happens to be called `checkpoint`) is never read.
+_STATE_PREFIX = 64 * 1024
+# The quoted string as an unrolled loop: an alternation under `*` makes `re` keep state per character (10 MB for a
+# 64 KiB path with no closing quote).
+_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"([^"\\]*(?:\\.[^"\\]*)*)"', re.MULTILINE)
 
 
 def find_checkpoint(run_dir: str, logdir: str) -> str | None:
@@ -92,20 +97,30 @@ def _holds_event_files(directory: str) -> bool:
 
 def _state_file_prefix(directory: str) -> str | None:
     """The latest checkpoint named by TF's `checkpoint` state file, if it still exists."""
-    try:
-        text = read_bytes(posixpath.join(directory, STATE_FILE)).decode("utf-8", "replace")
-    except CheckpointError:
-        return None
+    text = _state_file_text(posixpath.join(directory, STATE_FILE))
     match = _STATE_PATH.search(text)
     if match is None:
         return None
-    # Text-format protos C-escape the path; escape_decode undoes that and leaves UTF-8 bytes intact.
-    named = codecs.escape_decode(match.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
+    try:
+        # Text-format protos C-escape the path; escape_decode undoes that and leaves UTF-8 bytes intact.
+        named = codecs.escape_decode(match.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
+    except ValueError:  # an escape TF never writes (`\x` without hex digits): no usable path
+        return None
     # A run copied from another machine keeps absolute paths of the old place; the file sits beside us.
     for prefix in (posixpath.join(directory, named), posixpath.join(directory, posixpath.basename(named))):
         if gfile.exists(prefix + ".index"):
             return prefix
     return None
+
+
+def _state_file_text(path: str) -> str:
+    """The start of a state file, or "" when it cannot be read or is not a regular file (a FIFO would block)."""
+    try:
+        if is_local(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            return ""
+        return read_at(path, 0, _STATE_PREFIX).decode("utf-8", "replace")
+    except READ_ERRORS:
+        return ""
 
 
 def _listdir(directory: str) -> list[str]:
