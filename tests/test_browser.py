@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import re
 import shutil
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from eventlogs import histogram_event, layered_run, write_events
+from tensorboard_process import tensorboard
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -42,8 +38,6 @@ SEED_TAG = "my_variable1_0/histogram"
 LAYERS = ["my_layer", "my_layer_1", "my_layer_2"]
 XSS = "<img src=x onerror=window.__xss=1>"
 
-# What TensorBoard prints once it listens: "TensorBoard 2.21.0 at http://localhost:PORT/ (Press CTRL+C to quit)".
-SERVING = re.compile(r"TensorBoard \S+ at (http://\S+) ")
 
 
 @pytest.fixture(scope="module")
@@ -58,38 +52,8 @@ def logdir(scenario, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tensorboard_url(logdir: Path) -> Iterator[str]:
     """A `tensorboard` process on a free port with its default loader; the plugin comes through its entry point."""
-    names = [ep.name for ep in importlib.metadata.entry_points(group="tensorboard_plugins")]
-    if "varscope" not in names:
-        pytest.fail("the `varscope` entry point is not installed: run `pip install -e .` first", pytrace=False)
-    flags = ["--logdir", str(logdir), "--port", "0", "--reload_interval", "1"]
-    command = [sys.executable, "-m", "tensorboard.main", *flags]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines: list[str] = []
-    found: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        # Keep reading stderr for the whole run, so TensorBoard never blocks on a full pipe.
-        for line in process.stderr:
-            lines.append(line)
-            match = SERVING.search(line)
-            if match and not found:
-                found.append(match.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        if not ready.wait(timeout=180) or not found:
-            pytest.fail(f"TensorBoard did not start:\n{''.join(lines[-40:])}", pytrace=False)
-        yield found[0]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with tensorboard(logdir, "--reload_interval", "1") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
