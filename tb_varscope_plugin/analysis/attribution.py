@@ -15,6 +15,7 @@ from tb_varscope_plugin.analysis.assignment import assign
 from tb_varscope_plugin.analysis.tag_names import name_segments, tag_forms, tag_leaf
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
 from tb_varscope_plugin.filesystem import natural_key
+from tb_varscope_plugin.reading.events import monotone_edges
 from tb_varscope_plugin.reading.run_index import RunIndex, ValueRef
 
 # A distance this small is float noise: the values are the checkpoint's.
@@ -113,9 +114,7 @@ def histogram_distance(buckets: np.ndarray, values: np.ndarray) -> float:
     span = max(hi - lo, float(finite.max() - finite.min()))
     off = abs(float(finite.min()) - lo) + abs(float(finite.max()) - hi)
     range_error = 0.0 if off <= 1e-7 * max(span, abs(lo), abs(hi), 1e-30) else min(1.0, off / span if span else 1.0)
-    # Legacy histograms may carry a last limit past `max`; edges must not run backwards for np.histogram.
-    edges = np.maximum.accumulate(np.append(buckets[:, 0], hi))
-    counts, _ = np.histogram(finite, bins=edges)
+    counts, _ = np.histogram(finite, bins=monotone_edges(buckets))
     logged = buckets[:, 2]
     outside = len(values) - counts.sum()  # values the lane's edges do not hold at all
     l1 = (float(np.abs(logged - counts).sum()) + outside) / (float(logged.sum()) + len(values))

@@ -62,10 +62,17 @@ def histogram_values(payload: bytes, plugins: dict[str, str]) -> tuple[int, floa
 
 
 def decode_histogram(value: summary_pb2.Summary.Value) -> np.ndarray:
-    """The value's buckets as a float64 array of shape (k, 3): left edge, right edge, count."""
+    """The value's buckets as a float64 array of shape (k, 3): left edge, right edge, count.
+
+    A legacy `HistogramProto` is converted as TensorBoard's default loader (RustBoard, `data_compat.rs`) converts
+    it, so that `/histograms` serves what TensorBoard serves: every bucket kept, the first starting at `min` and
+    the last ending at `max`. An empty first bucket whose limit lies below `min` (PyTorch's default bins) thus
+    runs backwards. (Python's `data_compat.migrate_value`, used with `--load_fast=false`, drops empty end buckets
+    first; tests/test_bucket_decoding.py pins exactly where the two differ.) Code that bins values on these edges
+    uses `monotone_edges`.
+    """
     if value.WhichOneof("value") == LEGACY:
         histo = value.histo
-        # As TensorBoard's data_compat migrates legacy histograms: the first bucket starts at min, the last ends at max.
         limits = list(histo.bucket_limit)
         if not limits:
             return np.zeros((0, 3))
@@ -74,6 +81,15 @@ def decode_histogram(value: summary_pb2.Summary.Value) -> np.ndarray:
         return np.array([lefts, rights, list(histo.bucket)], dtype=np.float64).T
     array = tensor_util.make_ndarray(value.tensor).astype(np.float64)
     return array.reshape(-1, 3)
+
+
+def monotone_edges(buckets: np.ndarray) -> np.ndarray:
+    """The k + 1 bucket edges of `(k, 3)` buckets, never running backwards, for binning values on them.
+
+    Each left edge, then the last right edge; an edge below the one before it (the backwards first bucket of a
+    legacy histogram, see `decode_histogram`) is raised to it, so that bucket holds nothing.
+    """
+    return np.maximum.accumulate(np.append(buckets[:, 0], buckets[-1, 1]))
 
 
 def decode_value(payload: bytes, index: int) -> np.ndarray:
