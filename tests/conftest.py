@@ -38,6 +38,21 @@ SCENARIO_NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Importing either costs seconds, so the fast subset (`-m "not slow"`) must not: a test that needs one is slow.
+HEAVY_MODULES = ("tensorflow", "torch")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    ran_slow = any(item.get_closest_marker("slow") for item in session.items)
+    loaded = [name for name in HEAVY_MODULES if name in sys.modules]
+    if session.items and not ran_slow and loaded:
+        session.config.get_terminal_writer().line(
+            f"error: tests not marked slow imported {', '.join(loaded)} into the pytest process; mark them slow",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 class ScenarioCache:
     """Run directories of scenarios, each written on first request by a `scenarios.py` subprocess."""
 

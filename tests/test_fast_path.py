@@ -214,6 +214,7 @@ def test_records_across_many_small_buffers(tmp_path, monkeypatch):
     assert event_file.reader.pending == 0
 
 
+@pytest.mark.slow  # tensorboardX imports torch when it is installed
 def test_tensorboardx_logs_are_indexed_as_parsing_finds_them(tmp_path):
     tensorboardX = pytest.importorskip("tensorboardX")
     rng = np.random.default_rng(0)

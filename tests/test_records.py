@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 from eventlogs import histogram_event, layered_run, write_events
-from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 
 from tb_varscope_plugin import scan
 from tb_varscope_plugin.reading.records import RecordReader, read_record_at
@@ -15,7 +14,10 @@ def record_offsets(path):
     return [offset for offset, _ in RecordReader(path).read()]
 
 
+@pytest.mark.slow  # TensorBoard's loader imports TensorFlow when it is installed
 def test_reads_the_same_records_as_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
     path = str(tmp_path / "run" / "events.out.tfevents.1.host")
     layered_run(path, "kernel", [4, 8, 16], steps=20)
     ours = [payload for _, payload in RecordReader(path).read()]
