@@ -168,6 +168,8 @@ def test_long_series_are_downsampled_like_tensorboard_keeping_the_last_step(tmp_
         ({"run": "train", "tag": "kernel", "lane": "one"}, "'one'"),
         ({"run": "train", "tag": "kernel", "lane": ""}, "''"),
         ({"run": "train", "tag": "kernel", "lane": "٣"}, "'٣'"),  # a digit, but not an ASCII one
+        ({"run": "train", "tag": "kernel", "lane": "9" * 5000}, "(5000 characters)"),  # past int()'s digit limit
+        ({"run": "train", "tag": "kernel", "lane": str(10**18)}, "below 10^18"),
     ],
 )
 def test_malformed_histograms_queries_are_400_with_a_plain_message(tmp_path, query, message):
@@ -189,7 +191,7 @@ def test_malformed_histograms_queries_are_400_with_a_plain_message(tmp_path, que
         ("test", "kernel", 0, "no run 'test'"),
         ("train", "bias", 0, "no histogram tag 'bias' in run 'train'"),
         ("train", "kernel", 2, "tag 'kernel' of run 'train' has 2 lane(s), no lane 2"),
-        ("train", "kernel", 10**20, f"tag 'kernel' of run 'train' has 2 lane(s), no lane {10**20}"),
+        ("train", "kernel", 10**17, f"tag 'kernel' of run 'train' has 2 lane(s), no lane {10**17}"),
     ],
 )
 def test_unknown_run_tag_or_lane_is_404_with_a_plain_message(tmp_path, run, tag, lane, message):
@@ -414,3 +416,35 @@ def test_keras_kernel_lanes_carry_each_layers_element_count(scenario):
         "bias/histogram",
         "kernel/histogram",
     ]
+
+
+def test_a_deleted_event_file_is_a_plain_404_not_a_server_error(tmp_path):
+    path = tmp_path / "train" / "events.out.tfevents.1.a"
+    layered_run(str(path), "kernel", [3, 4], steps=2)
+    plugin = load_plugin(tmp_path)
+    plugin.reload_impl()
+    path.unlink()
+
+    response = histograms(client(plugin), "train", "kernel", 0)
+
+    assert response.status_code == 404
+    assert response.mimetype == "text/plain"
+    assert response.get_data(as_text=True).startswith("Not found: values of tag 'kernel' in run 'train' can no longer")
+
+
+def test_an_unexpected_failure_is_a_plain_500_that_says_where_to_look(tmp_path, monkeypatch, caplog):
+    layered_run(str(tmp_path / "train" / "events.out.tfevents.1.a"), "kernel", [3, 4], steps=2)
+    plugin = load_plugin(tmp_path)
+    plugin.reload_impl()
+
+    def fail(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(plugin, "histograms_impl", fail)
+    monkeypatch.setattr(plugin, "report_impl", fail)
+    http = client(plugin)
+    for response in (histograms(http, "train", "kernel", 0), http.get(f"{ROUTES}/report")):
+        assert response.status_code == 500
+        assert response.mimetype == "text/plain"
+        assert response.get_data(as_text=True) == "VarScope failed on this request; TensorBoard's log says why"
+    assert "a bug" in caplog.text

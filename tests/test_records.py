@@ -1,13 +1,16 @@
 """The record reader: every record, checksums, resuming, and damage reported with file and offset."""
 
 import os
+import struct
+import tracemalloc
 
 import numpy as np
 import pytest
 from eventlogs import histogram_event, layered_run, write_events
+from tensorboard.compat.proto import event_pb2
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.reading.records import RecordReader, read_record_at
+from tb_varscope_plugin.reading.records import BLOCK, HEADER, MAX_RECORD, RecordReader, masked_crc32c, read_record_at
 
 
 def record_offsets(path):
@@ -97,3 +100,57 @@ def test_a_truncated_file_is_reported_and_what_came_before_is_kept(tmp_path):
     assert "incomplete record" in warning["message"]
     (collision,) = run_report["collisions"]
     assert collision["steps"] == 5  # the torn record was step 5's second write
+
+
+def with_huge_record(path, length: int) -> int:
+    """Appends a record header claiming `length` bytes, with a valid length CRC, and a few bytes; returns its offset."""
+    offset = os.path.getsize(path)
+    field = struct.pack("<Q", length)
+    with open(path, "ab") as f:
+        f.write(field + struct.pack("<I", masked_crc32c(field)) + b"\x00" * 100)
+    return offset
+
+
+def run_with_filler(path) -> None:
+    """A small collision, then an event longer than one read buffer, so a length that follows is acted on."""
+    layered_run(str(path), "kernel", [3, 4], steps=3)
+    write_events(str(path), [event_pb2.Event(file_version="x" * BLOCK)], append=True)
+
+
+@pytest.mark.parametrize("length", [2**31, 2**40, 2**63, 2**64 - 1])
+def test_a_length_past_any_event_is_damage_at_its_offset_and_nothing_is_allocated(tmp_path, length):
+    path = tmp_path / "logs" / "run" / "events.out.tfevents.1.host"
+    run_with_filler(path)
+    offset = with_huge_record(str(path), length)
+
+    tracemalloc.start()
+    report = scan(str(tmp_path / "logs"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+
+    (run_report,) = report["runs"]
+    (warning,) = run_report["warnings"]
+    assert (warning["file"], warning["offset"]) == (str(path), offset)
+    assert f"record length {length} is past the {MAX_RECORD}-byte limit" in warning["message"]
+    assert run_report["collisions"][0]["steps"] == 3
+    assert peak < 64 << 20
+    with pytest.raises(ValueError, match=f"offset {offset}"):
+        read_record_at(str(path), offset)
+
+
+def test_a_length_within_the_limit_but_past_the_end_of_the_file_waits_for_the_rest(tmp_path):
+    path = tmp_path / "events.out.tfevents.1.host"
+    run_with_filler(path)
+    offset = with_huge_record(str(path), MAX_RECORD - 1)
+    reader = RecordReader(str(path))
+
+    tracemalloc.start()
+    assert len(list(reader.read())) == 1 + 2 * 3 + 1
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+
+    assert reader.damage is None
+    assert (reader.offset, reader.pending) == (offset, HEADER + 100)
+    assert peak < 64 << 20
+    with pytest.raises(ValueError, match="does not hold"):
+        read_record_at(str(path), offset)

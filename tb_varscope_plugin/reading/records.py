@@ -16,6 +16,10 @@ from tensorboard.compat.tensorflow_stub.io import gfile
 HEADER = 12  # uint64 length + uint32 masked CRC of the length
 FOOTER = 4  # uint32 masked CRC of the payload
 BLOCK = 1 << 20  # small enough to be reused from the heap: fresh pages cost more than the extra numpy calls
+# No record can be longer: an event is a protocol buffer, and protobuf refuses messages of 2 GiB or more (RustBoard's
+# reader reasons the same way). A longer length, even one that passes its checksum, is damage. Below the cap a
+# record is read only once the file holds all of it, so memory never follows a length the file does not back.
+MAX_RECORD = (1 << 31) - 1
 
 _LENGTH = struct.Struct("<QI")
 _U64 = struct.Struct("<Q")
@@ -112,11 +116,14 @@ class RecordReader:
                 if self._length_crc(length) != _CRC.unpack_from(buf, pos + 8)[0]:
                     self.mark_damaged(base + pos, "record length fails its checksum")
                     return
+                if length > MAX_RECORD:
+                    self.mark_damaged(base + pos, f"record length {length} is past the {MAX_RECORD}-byte limit")
+                    return
                 need = HEADER + length + FOOTER
             else:
                 need = HEADER
-            if eof:
-                break
+            if eof or (need > BLOCK and base + pos + need > gfile.stat(self.path).length):
+                break  # a record the file does not hold all of yet: left for a later call
             # The next read starts at the unfinished record: reading its few bytes again is cheaper than copying
             # the new buffer behind them.
             base += pos
@@ -177,6 +184,8 @@ def read_record_at(path: str, offset: int) -> bytes:
     length, length_crc = _LENGTH.unpack(header)
     if masked_crc32c(header[:8]) != length_crc:
         raise ValueError(f"{path}: record length at offset {offset} fails its checksum")
+    if length > MAX_RECORD or offset + HEADER + length + FOOTER > gfile.stat(path).length:
+        raise ValueError(f"{path}: record at offset {offset} claims {length} bytes, which the file does not hold")
     body, _ = fs.read(path, binary_mode=True, size=length + FOOTER, continue_from={"opaque_offset": offset + HEADER})
     payload = body[:length]
     if len(body) < length + FOOTER or masked_crc32c(payload) != _CRC.unpack_from(body, length)[0]:

@@ -7,8 +7,10 @@ very values a collision is made of.
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from tensorboard import errors
@@ -16,11 +18,14 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import RunIndex, ValueRef
 from tb_varscope_plugin.report import Reporter
 from tb_varscope_plugin.schema import Report
 from tb_varscope_plugin.server.live import LiveReport
+
+logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "varscope"
 
@@ -31,7 +36,8 @@ FRONTEND_TYPES = {".js": "text/javascript", ".css": "text/css"}
 DEFAULT_RELOAD_INTERVAL = 5.0
 DEFAULT_HISTOGRAM_SAMPLES = 500
 
-_LANE = re.compile(r"[0-9]+")
+# Bounded so `int()` never meets a number past its digit limit: an int64, as TensorBoard's own integer parameters.
+_LANE = re.compile(r"[0-9]{1,18}")
 
 
 # The tab's ES modules: a link to the repository's frontend/ in a source tree, real files in a wheel.
@@ -92,21 +98,23 @@ class VarScopePlugin(base_plugin.TBPlugin):
         @wrappers.Request.application
         def serve(request: wrappers.Request) -> wrappers.Response:
             self.live.start()
-            body, mime_type = self.frontend_impl(name)
-            return http_util.Respond(request, body, mime_type)
+            return _answer(request, lambda: self.frontend_impl(name))
 
         return serve
 
     @wrappers.Request.application  # type: ignore[arg-type]  # werkzeug's stub does not know methods
     def _serve_report(self, request: wrappers.Request) -> wrappers.Response:
         self.live.start()
-        return http_util.Respond(request, self.report_impl(), "application/json")
+        return _answer(request, lambda: (self.report_impl(), "application/json"))
 
     @wrappers.Request.application  # type: ignore[arg-type]  # werkzeug's stub does not know methods
     def _serve_histograms(self, request: wrappers.Request) -> wrappers.Response:
         self.live.start()
-        body = self.histograms_impl(request.args.get("run"), request.args.get("tag"), request.args.get("lane"))
-        return http_util.Respond(request, body, "application/json")
+        args = request.args
+        return _answer(
+            request,
+            lambda: (self.histograms_impl(args.get("run"), args.get("tag"), args.get("lane")), "application/json"),
+        )
 
     def frontend_impl(self, name: str) -> tuple[bytes, str]:
         """`(content, mime type)` of a file of the frontend folder, as listed when the plugin was loaded."""
@@ -126,17 +134,22 @@ class VarScopePlugin(base_plugin.TBPlugin):
 
         Raises:
           tensorboard.errors.InvalidArgumentError: a parameter is missing, or `lane` is no non-negative integer.
-          tensorboard.errors.NotFoundError: no such run or tag, or the tag has fewer lanes.
+          tensorboard.errors.NotFoundError: no such run or tag, the tag has fewer lanes, or its file has been
+            deleted, truncated or replaced since it was read.
         """
         run, tag, lane = _required("run", run), _required("tag", tag), _required("lane", lane)
         if not _LANE.fullmatch(lane):
-            raise errors.InvalidArgumentError(f"`lane` must be a non-negative integer, not {lane!r}")
+            shown = lane if len(lane) <= 20 else f"{lane[:20]}... ({len(lane)} characters)"
+            raise errors.InvalidArgumentError(f"`lane` must be a non-negative integer below 10^18, not {shown!r}")
         run_index, refs = self._lane_refs(run, tag, int(lane))
         # Decoding reads the event files at recorded offsets only, so it needs no lock.
         try:
             return [[ref.wall_time, ref.step, run_index.decode(ref).tolist()] for ref in refs]
         except ValueError as error:  # the file was truncated or replaced since it was read
             message = f"values of tag {tag!r} in run {run!r} can no longer be read: {error}"
+            raise errors.NotFoundError(message) from error
+        except READ_ERRORS as error:  # the file was deleted, or its directory renamed, since it was read
+            message = f"values of tag {tag!r} in run {run!r} can no longer be read: {error_reason(error)}"
             raise errors.NotFoundError(message) from error
 
     def _lane_refs(self, run: str, tag: str, lane: int) -> tuple[RunIndex, list[ValueRef]]:
@@ -155,6 +168,21 @@ class VarScopePlugin(base_plugin.TBPlugin):
     def reload_impl(self) -> None:
         """Reads what the logdir has gained since the last call and publishes the new report."""
         self.live.reload()
+
+
+def _answer(request: wrappers.Request, produce: Callable[[], tuple[object, str]]) -> wrappers.Response:
+    """`produce()`'s `(body, mime type)` through TensorBoard's `http_util.Respond`, or its failure as plain text:
+    a public error with its status, anything else a 500 whose details go to TensorBoard's log, not to the page."""
+    try:
+        body, mime_type = produce()
+    except errors.PublicError as error:
+        return http_util.Respond(request, str(error), "text/plain", code=error.http_code, headers=error.headers)
+    except Exception:
+        logger.exception("VarScope: %s failed", request.full_path)
+        return http_util.Respond(
+            request, "VarScope failed on this request; TensorBoard's log says why", "text/plain", code=500
+        )
+    return http_util.Respond(request, body, mime_type)
 
 
 def _required(name: str, value: str | None) -> str:
