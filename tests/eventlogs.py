@@ -10,6 +10,8 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from tb_varscope_plugin.reading.records import RecordReader
+
 
 def histogram_event(step: int, tag: str, values: np.ndarray, legacy: bool = False) -> event_pb2.Event:
     """An event holding one histogram: a TF2 tensor summary, or a legacy HistogramProto as PyTorch writes."""
@@ -51,3 +53,14 @@ def layered_run(path: str, tag: str, sizes: list[int], steps: int, legacy: bool 
         for layer, size in enumerate(sizes)
     ]
     write_events(path, events)
+
+
+def read_records(source: str | RecordReader) -> list[tuple[int, bytes]]:
+    """`(offset, payload)` of every complete, valid record of a file (a path, or a reader to resume), as the index
+    reads them block by block."""
+    reader = RecordReader(source) if isinstance(source, str) else source
+    return [
+        (block.base + start, payload)
+        for block in reader.blocks()
+        for start, payload in zip(block.starts.tolist(), block.payloads, strict=True)
+    ]

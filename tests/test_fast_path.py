@@ -12,14 +12,14 @@ import time
 
 import numpy as np
 import pytest
-from eventlogs import histogram_event, layered_run, write_events
+from eventlogs import histogram_event, layered_run, read_records, write_events
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
 from tb_varscope_plugin.reading import events, records
-from tb_varscope_plugin.reading.records import RecordReader, masked_crc32c
+from tb_varscope_plugin.reading.records import masked_crc32c
 from tb_varscope_plugin.reading.run_index import EventFile
 
 
@@ -28,7 +28,7 @@ def parsed_values(path):
     a series keeps the encoding of its first value."""
     plugins: dict[str, str] = {}
     found: dict[str, list] = {}
-    for offset, payload in RecordReader(path).read():
+    for offset, payload in read_records(path):
         try:
             values = events.histogram_values(payload, plugins)
         except DecodeError:

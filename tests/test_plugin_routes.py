@@ -249,43 +249,13 @@ def test_only_js_and_css_files_directly_in_the_frontend_folder_are_served(tmp_pa
     plugin = load_plugin(tmp_path / "logs")
     http = client(plugin)
 
-    assert {route for route in plugin.get_plugin_apps() if route.endswith((".js", ".css"))} == {
-        "/index.js",
-        "/style.css",
-    }
-    for path in ["/notes.txt", "/page.html", "/nested/deep.js", "/../secret.js", "/nested%2fdeep.js"]:
+    # Every route is an exact path: no pattern a request could steer outside the folder.
+    assert set(plugin.get_plugin_apps()) == {"/index.js", "/style.css", "/report", "/histograms"}
+    traversals = ["/../secret.js", "/%2e%2e/secret.js", "/index.js/../../secret.js", "/..\\secret.js"]
+    for path in ["/notes.txt", "/page.html", "/nested/deep.js", "/nested%2fdeep.js", *traversals]:
         response = http.get(ROUTES + path)
         assert response.status_code == 404, path
         assert b"private" not in response.get_data()
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/../setup.py",
-        "/../../../setup.py",
-        "/%2e%2e/setup.py",
-        "/%2E%2E/%2E%2E/setup.py",
-        "/..%2fsetup.py",
-        "/index.js/../../setup.py",
-        "/index.js/../../../../setup.py",
-        "/./index.js/../setup.py",
-        "/..\\setup.py",
-        "/%2e%2e%5csetup.py",
-        "//etc/passwd",
-        "/frontend/index.js",
-        "/plugin.py",
-        "/__init__.py",
-    ],
-)
-def test_no_request_reaches_a_file_outside_the_frontend_folder(tmp_path, path):
-    plugin = load_plugin(tmp_path)
-
-    response = client(plugin).get(ROUTES + path)
-
-    assert response.status_code == 404
-    body = response.get_data()
-    assert b"setup(" not in body and b"import" not in body and b"root:" not in body
 
 
 # TensorBoard's plugin listing over its Python data provider (the `--load_fast=false` reader), run where

@@ -19,7 +19,6 @@ EXPECTED = {
     "torch_full": set(),
     "tbx_leaf": {(".", "kernel", "same-step", 3, 3), (".", "bias", "same-step", 3, 3)},
     "resumed": {(".", "dense/kernel", "cross-file", 2, 2), (".", "dense/bias", "cross-file", 2, 2)},
-    "multi_run": set(),
 }
 
 
@@ -41,6 +40,7 @@ def test_a_tag_each_run_writes_once_per_step_is_clean(scenario):
     report = scan(str(scenario("multi_run")))
 
     assert [run["run"] for run in report["runs"]] == ["run_a", "run_b", "run_c"]
+    assert report["summary"]["collisions"] == 0
     assert all(run["histogram_tags"] == 2 for run in report["runs"])
 
 

@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from eventlogs import histogram_event, layered_run, write_events
+from eventlogs import histogram_event, layered_run, read_records, write_events
 from tensorboard.compat.proto import event_pb2
 
 from tb_varscope_plugin import scan
@@ -14,7 +14,7 @@ from tb_varscope_plugin.reading.records import BLOCK, HEADER, MAX_RECORD, Record
 
 
 def record_offsets(path):
-    return [offset for offset, _ in RecordReader(path).read()]
+    return [offset for offset, _ in read_records(path)]
 
 
 @pytest.mark.slow  # TensorBoard's loader imports TensorFlow when it is installed
@@ -23,7 +23,7 @@ def test_reads_the_same_records_as_tensorboard(tmp_path):
 
     path = str(tmp_path / "run" / "events.out.tfevents.1.host")
     layered_run(path, "kernel", [4, 8, 16], steps=20)
-    ours = [payload for _, payload in RecordReader(path).read()]
+    ours = [payload for _, payload in read_records(path)]
     theirs = list(RawEventFileLoader(path).Load())
     assert ours == theirs
     assert len(ours) == 1 + 3 * 20
@@ -32,7 +32,7 @@ def test_reads_the_same_records_as_tensorboard(tmp_path):
 def test_record_at_an_offset_is_the_record_read_there(tmp_path):
     path = str(tmp_path / "events.out.tfevents.1.host")
     layered_run(path, "kernel", [4, 8], steps=3)
-    for offset, payload in RecordReader(path).read():
+    for offset, payload in read_records(path):
         assert read_record_at(path, offset) == payload
     with pytest.raises(ValueError, match="offset 5"):
         read_record_at(path, 5)
@@ -42,10 +42,10 @@ def test_resumes_where_it_stopped_as_the_file_grows(tmp_path):
     path = str(tmp_path / "events.out.tfevents.1.host")
     write_events(path, [histogram_event(0, "w", np.arange(5.0))])
     reader = RecordReader(path)
-    assert len(list(reader.read())) == 2
-    assert list(reader.read()) == []
+    assert len(read_records(reader)) == 2
+    assert read_records(reader) == []
     write_events(path, [histogram_event(1, "w", np.arange(5.0))], append=True)
-    (_, *rest) = list(reader.read())
+    (_, *rest) = read_records(reader)
     assert rest == []
     assert reader.offset == os.path.getsize(path)
     assert reader.pending == 0 and reader.damage is None
@@ -57,12 +57,12 @@ def test_a_torn_last_record_waits_for_the_rest(tmp_path):
     whole = path.read_bytes()
     path.write_bytes(whole[:-7])
     reader = RecordReader(str(path))
-    assert len(list(reader.read())) == 3
+    assert len(read_records(reader)) == 3
     assert reader.damage is None
     assert reader.pending > 0
     with open(path, "ab") as f:
         f.write(whole[-7:])
-    assert len(list(reader.read())) == 1
+    assert len(read_records(reader)) == 1
     assert reader.pending == 0
 
 

@@ -173,21 +173,6 @@ def test_scenario_writes_the_documented_histograms(scenario, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_seed_layer_writes_my_variable1_three_times_per_epoch(scenario) -> None:
-    ((directory, tags),) = read_histograms(scenario("tfkeras_seed"))
-
-    assert directory == "train"
-    assert tags["my_variable1_0/histogram"] == {0: [3, 3, 3], 1: [3, 3, 3], 2: [3, 3, 3]}
-
-
-@pytest.mark.slow
-def test_resumed_run_writes_steps_4_and_5_in_both_files(scenario) -> None:
-    first, second = (tags["dense/kernel"] for _, tags in read_histograms(scenario("resumed")))
-
-    assert sorted(first.keys() & second.keys()) == [4, 5]
-
-
-@pytest.mark.slow
 def test_logdir_of_copies_scenarios_side_by_side(logdir_of) -> None:
     logdir = logdir_of("tfkeras_seed", "multi_run")
 

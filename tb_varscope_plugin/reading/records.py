@@ -67,11 +67,6 @@ class RecordReader:
         # The length CRC depends on the length alone, and records of one tag mostly share a length: compute each once.
         self._length_crcs: dict[int, int] = {}
 
-    def read(self) -> Iterator[tuple[int, bytes]]:
-        """Yields `(offset, payload)` for each complete record after `self.offset`, advancing it as it goes."""
-        for block in self.blocks():
-            yield from zip((block.base + block.starts).tolist(), block.payloads, strict=True)
-
     def blocks(self) -> Iterator[Block]:
         """Yields the complete records after `self.offset` a buffer at a time, advancing it past each block.
 
