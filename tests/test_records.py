@@ -145,7 +145,7 @@ def test_a_length_within_the_limit_but_past_the_end_of_the_file_waits_for_the_re
     reader = RecordReader(str(path))
 
     tracemalloc.start()
-    assert len(list(reader.read())) == 1 + 2 * 3 + 1
+    assert len(read_records(reader)) == 1 + 2 * 3 + 1
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
 
