@@ -15,6 +15,7 @@ from tensorboard.compat.tensorflow_stub.io import gfile
 from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
 from tb_varscope_plugin.reading.logdir import run_names
 from tb_varscope_plugin.report import scan
+from tb_varscope_plugin.rewrite.split import SplitError, format_split, split_logdir
 from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Report, RunReport
 
 CLEAN, COLLISIONS, USAGE = 0, 1, 2
@@ -52,13 +53,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     scan_parser.add_argument("--run", metavar="REGEX", help="only runs whose name matches this regular expression")
     scan_parser.add_argument("--json", action="store_true", help="print the report as JSON (schema tb-varscope/1)")
+    split_parser = commands.add_parser(
+        "split",
+        help="write a copy of a logdir in which every colliding lane is a tag of its own",
+        description="Copies LOGDIR to OUTDIR (new or empty; LOGDIR is only read), giving each lane of a same-step "
+        "collision a tag named after its variable, and moving the older file's values of a cross-file collision "
+        "to <tag>/superseded. Exit status: 0 written (or, with --dry-run, would be), 2 usage error.",
+    )
+    split_parser.add_argument("logdir", metavar="LOGDIR", help="the directory TensorBoard would be given as --logdir")
+    split_parser.add_argument("outdir", metavar="OUTDIR", help="where the repaired copy goes: new or empty")
+    split_parser.add_argument(
+        "--checkpoint", action="append", metavar="PATH", help="as for scan: the checkpoint naming the variables"
+    )
+    split_parser.add_argument("--run", metavar="REGEX", help="only runs whose name matches this regular expression")
+    split_parser.add_argument("--dry-run", action="store_true", help="print the mapping, write nothing")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _scan(args)
+        return _split(args) if args.command == "split" else _scan(args)
     except KeyboardInterrupt:
         sys.stderr.write("tb-varscope: interrupted\n")
         return INTERRUPTED
@@ -89,6 +104,24 @@ def _scan(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_report(report))
     return COLLISIONS if report["summary"]["collisions"] else CLEAN
+
+
+def _split(args: argparse.Namespace) -> int:
+    try:
+        run_filter = re.compile(args.run) if args.run is not None else None
+    except re.error as error:
+        return _fail(f"--run is not a valid regular expression: {error}")
+    problem = _logdir_problem(args.logdir) or _missing_checkpoint(args.checkpoint or [])
+    if problem:
+        return _fail(problem)
+    try:
+        result = split_logdir(args.logdir, args.outdir, args.checkpoint, run_filter=run_filter, dry_run=args.dry_run)
+    except SplitError as error:
+        return _fail(str(error))
+    except READ_ERRORS as error:
+        return _fail(f"cannot write {args.outdir!r}: {error_reason(error)}")
+    sys.stdout.write(format_split(result))
+    return CLEAN
 
 
 def _logdir_problem(logdir: str) -> str | None:

@@ -177,7 +177,14 @@ def scan(
     Files are read by two processes where there are two cores (a one-off scan owns its process; the plugin, a
     threaded server, never forks).
     """
+    return Reporter(read_logdir(logdir, run_filter=run_filter, progress=progress), checkpoints).report()
+
+
+def read_logdir(
+    logdir: str, *, run_filter: re.Pattern | None = None, progress: Callable[[str], None] | None = None
+) -> LogdirIndex:
+    """The index of every run under `logdir`, read once, by two processes where there are two cores."""
     index = LogdirIndex(logdir, run_filter)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     index.reload(progress, processes=min(2, cores))
-    return Reporter(index, checkpoints).report()
+    return index

@@ -12,6 +12,11 @@ from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Collisio
 
 # tf-keras's callback logs weight.name with ':' made '_': my_variable1:0 becomes my_variable1_0/histogram.
 _TF_KERAS_CALLBACK = re.compile(r"_\d+/histogram$")
+# Every fix ends with how to repair the logs already written, which no logging change can.
+SPLIT_HINT = (
+    "To repair the logs already written, `tb-varscope split LOGDIR OUTDIR` writes a copy in which each lane is a tag "
+    "of its own (a resumed writer's overlapped steps go under `<tag>/superseded`)."
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collisio
         explanation, fix = explain_same_step(found.tag, found.encoding, found.writers)
     else:
         explanation, fix = _explain_cross_file(found)
+    fix = f"{fix} {SPLIT_HINT}"
     lanes: list[Lane] = [
         {
             "lane": match.lane,

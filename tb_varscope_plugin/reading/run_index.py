@@ -184,6 +184,17 @@ class EventFile:
             s.offsets.frombytes(offsets[rows].tobytes())
             s.indices.frombytes(indices[rows].astype(np.uint32).tobytes())
 
+    def tags(self) -> set[str]:
+        """Every summary tag the file was seen to hold: its histograms', every tensor summary's, and the tag of
+        every single-value event of any kind (a legacy non-histogram value inside a multi-value event is missed)."""
+        single = {key[:-1].decode("utf-8", "replace") for key in self._kinds}
+        return {*self.series, *self._plugins, *single}
+
+    def readable_end(self) -> int:
+        """Where the records read so far end: before damage, a cut-short last record or what was not read yet."""
+        damage = self.reader.damage
+        return self.reader.offset if damage is None else min(self.reader.offset, damage.offset)
+
     def warnings(self) -> list[ReportWarning]:
         """The file's damage, or a record cut short at its end, as report warnings."""
         if self.error is not None:
