@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 from tensorboard.compat.tensorflow_stub import errors as fs_errors
 from tensorboard.compat.tensorflow_stub.io import gfile
@@ -51,3 +52,11 @@ def mtime(path: str) -> float | None:
 def natural_key(text: str) -> list[tuple[int, int | str]]:
     """Sorts names as people count: `ckpt-9` before `ckpt-10`, `dense_2` before `dense_10`."""
     return [(1, int(part)) if part.isdigit() else (0, part) for part in re.split(r"(\d+)", text)]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One directory as a walk saw it: its entry names, sorted, and which of them are directories."""
+
+    names: tuple[str, ...]
+    subdirectories: frozenset[str]

@@ -12,7 +12,7 @@ import numpy as np
 from tb_varscope_plugin.analysis.attribution import attribute_lanes
 from tb_varscope_plugin.analysis.collisions import collision_entry, find_collisions
 from tb_varscope_plugin.analysis.groups import group_tags
-from tb_varscope_plugin.checkpoints.discovery import find_checkpoint
+from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 from tb_varscope_plugin.filesystem import mtime
@@ -23,7 +23,7 @@ from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, Repo
 
 class Reporter:
     """Builds the report of an index, redoing a run's part only when that run has read new values or its checkpoint
-    changed.
+    changed. Checkpoints are found in the directories as the index's last reload walked them.
 
     `checkpoints`: none to find each run's own, one for every run, or several, each run taking the one nearest it.
     """
@@ -34,12 +34,19 @@ class Reporter:
         # path -> (its modification time when read, what reading gave): one entry per path, the current one, so a
         # job that re-saves its checkpoint every epoch does not pile up old ones and their open files.
         self._read: dict[str, tuple[float | None, Checkpoint | CheckpointError]] = {}
-        self._runs: dict[
-            str, tuple[tuple, RunReport, list[ReportWarning]]
-        ] = {}  # run -> (cache key, its report, its warnings)
+        # run -> (cache key, its report, its checkpoint's warnings, the part published: report and all warnings)
+        self._runs: dict[str, tuple[tuple, RunReport, list[ReportWarning], RunReport]] = {}
+        self._states: dict[tuple, str | None] = {}  # what each unchanged `checkpoint` state file named
+        self._directories = WalkedDirectories({}, self._states)  # the index's tree, as of this pass
+        self._stamps: dict[str, float | None] = {}  # checkpoint path -> modification time, as of this pass
+        self._last: Report | None = None
 
     def report(self) -> Report:
-        """The whole document for what the index has read so far."""
+        """The whole document for what the index has read so far: the very same object as last time when nothing
+        in it changed, so a presenter can keep what it made of it (serialised bytes, an ETag)."""
+        # Discovery answers from the walk the index made, and each checkpoint is stamped once per pass.
+        self._directories = WalkedDirectories(self.index.tree, self._states)
+        self._stamps = {}
         runs = [self._run_report(run) for _, run in sorted(self.index.runs.items())]
         self._forget_unused_checkpoints()
         # Directories that could not be listed, so their runs are missing.
@@ -47,7 +54,15 @@ class Reporter:
             {"file": directory, "offset": 0, "message": f"could not be listed ({why}); runs in it are not read"}
             for directory, why in sorted(self.index.unlisted.items())
         ]
-        return {
+        last = self._last
+        if (
+            last is not None
+            and last["warnings"] == warnings
+            and len(last["runs"]) == len(runs)
+            and all(a is b for a, b in zip(last["runs"], runs, strict=True))
+        ):
+            return last
+        self._last = {
             "schema": SCHEMA,
             "logdir": self.index.logdir,
             "warnings": warnings,
@@ -59,17 +74,18 @@ class Reporter:
             },
             "runs": runs,
         }
+        return self._last
 
     def checkpoint_path(self, run: RunIndex) -> str | None:
         """The checkpoint that names `run`'s variables, if any."""
         if not self.checkpoints:
-            return find_checkpoint(run.path, self.index.logdir)
+            return find_checkpoint(run.path, self.index.logdir, self._directories)
         return max(self.checkpoints, key=lambda p: _shared_depth(p, run.path))  # max keeps the first of equals
 
     def _forget_unused_checkpoints(self) -> None:
         """Closes and drops the checkpoints no run took in the pass just made (a run deleted, a file renamed)."""
         self._runs = {name: cached for name, cached in self._runs.items() if name in self.index.runs}
-        used = {key[1][0] for key, _, _ in self._runs.values() if key[1][0] is not None}
+        used = {key[-1][0] for key, *_ in self._runs.values() if key[-1][0] is not None}
         for path in [p for p in self._read if p not in used]:
             _, found = self._read.pop(path)
             if isinstance(found, Checkpoint):
@@ -78,7 +94,9 @@ class Reporter:
     def _checkpoint(self, path: str | None) -> tuple[tuple, Checkpoint | None, list[ReportWarning]]:
         if path is None:
             return (None,), None, []
-        stamp = (path, _mtime(path))
+        if path not in self._stamps:
+            self._stamps[path] = _mtime(path)
+        stamp = (path, self._stamps[path])
         cached = self._read.get(path)
         if cached is None or cached[0] != stamp[1]:
             if cached is not None and isinstance(cached[1], Checkpoint):
@@ -96,10 +114,14 @@ class Reporter:
 
     def _run_report(self, run: RunIndex) -> RunReport:
         stamp, checkpoint, extra = self._checkpoint(self.checkpoint_path(run))
-        key = (run.generation, stamp)
+        key = (run.generation, len(run.files), stamp)
         cached = self._runs.get(run.name)
         if cached is not None and cached[0] == key:
-            report, extra = cached[1], cached[2]
+            report, extra, published = cached[1], cached[2], cached[3]
+            # Damage and torn tails can change without new values arriving, so warnings are always fresh.
+            warnings = [*run.warnings(), *extra]
+            if warnings == published["warnings"]:
+                return published
         else:
             try:
                 report = build_run_report(run, checkpoint)
@@ -107,9 +129,10 @@ class Reporter:
                 # The index read but a variable's data did not: report the run as if it had no checkpoint.
                 report = build_run_report(run, None)
                 extra = [_checkpoint_warning(checkpoint.path if checkpoint else "", error)]
-            self._runs[run.name] = (key, report, extra)
-        # Damage and torn tails can change without new values arriving, so warnings are always fresh.
-        return {**report, "warnings": [*run.warnings(), *extra]}
+            warnings = [*run.warnings(), *extra]
+        published = {**report, "warnings": warnings}
+        self._runs[run.name] = (key, report, extra, published)
+        return published
 
 
 def _checkpoint_warning(path: str, error: CheckpointError) -> ReportWarning:

@@ -37,7 +37,9 @@ def test_a_checkpoint_saved_again_replaces_the_old_one_which_is_closed(tmp_path,
     for epoch in range(3):
         _save_weights(weights, epoch)
         os.utime(weights, (1000.0 + epoch, 1000.0 + epoch))  # each save a new modification time
+        index.reload()  # discovery sees the logdir as the index's last walk did
         assert reporter.report()["runs"][0]["checkpoint"]["path"] == weights
+    index.reload()
     reporter.report()  # nothing changed: nothing read again
 
     assert len(read) == 3
@@ -62,6 +64,7 @@ def test_a_checkpoint_no_run_uses_any_more_is_closed(tmp_path, monkeypatch):
     assert reporter.report()["runs"][0]["checkpoint"] is not None
 
     os.rename(weights, str(tmp_path / "run" / "model.weights.h5.bak"))
+    index.reload()
     assert reporter.report()["runs"][0]["checkpoint"] is None
     (only,) = read
     with pytest.raises(CheckpointError):

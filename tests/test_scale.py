@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eventlogs import histogram_event, write_events
 from hypothesis import given
 from hypothesis import strategies as st
+from tensorboard.compat.tensorflow_stub.io import gfile
 
+from tb_varscope_plugin import filesystem as filesystem_module
+from tb_varscope_plugin import report as report_module
 from tb_varscope_plugin.analysis import groups
+from tb_varscope_plugin.checkpoints import discovery as discovery_module
+from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.report import Reporter
+from tb_varscope_plugin.server.live import LiveReport
 
 
 def _merged_into_all_pairs(path: str, paths: set[str]) -> str:
@@ -39,3 +53,100 @@ def test_merge_targets_looks_at_each_path_once_among_ten_thousand(monkeypatch):
     assert into["dense_7"] == "sequential/block_0/dense_7"
     assert into["block_3/dense_31"] == "sequential/block_3/dense_31"
     assert into["sequential/block_0/dense_7"] == "sequential/block_0/dense_7"
+
+
+RUNS = 1_000
+
+
+@pytest.fixture(scope="module")
+def thousand_runs(tmp_path_factory) -> Path:
+    """1,000 sibling runs of two steps each, one of them colliding, and one checkpoint directory they all share."""
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    logdir = tmp_path_factory.mktemp("thousand")
+    values = np.arange(6, dtype=np.float64)
+    for i in range(RUNS):
+        writes = 2 if i == 7 else 1
+        events = [histogram_event(step, "dense/kernel", values + k) for step in range(2) for k in range(writes)]
+        write_events(str(logdir / f"run_{i:04d}" / "events.out.tfevents.1.host"), events)
+    (logdir / "ckpt").mkdir()
+    save_file({"dense/kernel": values}, str(logdir / "ckpt" / "model.safetensors"))
+    return logdir
+
+
+class Calls:
+    """Counts the filesystem layer's listings and stats, and report building, by what they were asked about."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.listed: Counter[str] = Counter()
+        self.isdir: Counter[str] = Counter()
+        self.mtime: Counter[str] = Counter()
+        self.built: Counter[str] = Counter()
+        self._wrap(monkeypatch, gfile, "listdir", self.listed)
+        self._wrap(monkeypatch, gfile, "isdir", self.isdir)
+        self._wrap(monkeypatch, filesystem_module, "mtime", self.mtime)
+        self._wrap(monkeypatch, discovery_module, "mtime", self.mtime)
+        self._wrap(monkeypatch, report_module, "mtime", self.mtime)
+        real = report_module.build_run_report
+        monkeypatch.setattr(
+            report_module, "build_run_report", lambda run, *a: self.built.update([run.name]) or real(run, *a)
+        )
+
+    @staticmethod
+    def _wrap(monkeypatch: pytest.MonkeyPatch, module, name: str, counter: Counter) -> None:
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda path, *a: counter.update([str(path)]) or real(path, *a))
+
+    def clear(self) -> None:
+        for counter in (self.listed, self.isdir, self.mtime, self.built):
+            counter.clear()
+
+
+def _live(logdir: Path) -> LiveReport:
+    index = LogdirIndex(str(logdir))
+    return LiveReport(index, Reporter(index), reload_interval=0)
+
+
+def test_a_reload_lists_each_directory_once_however_many_runs_share_it(thousand_runs, monkeypatch):
+    calls = Calls(monkeypatch)
+    index = LogdirIndex(str(thousand_runs))
+    index.reload()
+    report = Reporter(index).report()  # one pass: LiveReport also publishes while reading
+    assert report["summary"] == {"runs": RUNS, "histogram_tags": RUNS, "collisions": 1, "warnings": 0}
+    shared = str(thousand_runs / "ckpt" / "model.safetensors")
+    assert {r["checkpoint"]["path"] for r in report["runs"]} == {shared}
+    # One walk: every directory listed once, each entry asked once whether it is a directory. Discovery for a
+    # thousand runs lists nothing itself (it was a listing of every sibling for every run: a million).
+    assert set(calls.listed.values()) == {1} and len(calls.listed) == RUNS + 2
+    assert sum(calls.isdir.values()) <= 2 * RUNS + 3  # reading the checkpoint asks once more
+    # The shared checkpoint is weighed once per pass, not once per run.
+    assert calls.mtime[shared] <= 2 and sum(calls.mtime.values()) <= 3 * RUNS
+    assert len(calls.built) == RUNS
+
+
+def test_a_reload_with_no_new_bytes_builds_nothing_and_publishes_the_same_report(thousand_runs, monkeypatch):
+    live = _live(thousand_runs)
+    live.reload()
+    before = live.report()
+    calls = Calls(monkeypatch)
+    live.reload()
+    assert not calls.built  # no report building at all
+    assert live.report() is before  # the published report, and so its bytes and ETag, stay as they were
+    assert set(calls.listed.values()) == {1} and len(calls.listed) == RUNS + 2  # the one walk per reload
+    assert sum(calls.isdir.values()) + sum(calls.mtime.values()) <= 5 * RUNS  # O(runs) stats
+
+
+def test_a_run_whose_file_grew_is_the_only_one_rebuilt(thousand_runs, tmp_path, monkeypatch):
+    logdir = tmp_path / "logs"
+    shutil.copytree(thousand_runs, logdir)
+    live = _live(logdir)
+    live.reload()
+    before = live.report()
+    events = [histogram_event(2, "dense/kernel", np.ones(6)), histogram_event(2, "dense/kernel", np.zeros(6))]
+    write_events(str(logdir / "run_0042" / "events.out.tfevents.1.host"), events, append=True)
+    calls = Calls(monkeypatch)
+    live.reload()
+    after = live.report()
+    assert calls.built == Counter({"run_0042": 1})
+    assert after["summary"]["collisions"] == 2
+    kept = [a is b for a, b in zip(before["runs"], after["runs"], strict=True)]
+    assert kept.count(False) == 1 and not kept[42]

@@ -7,10 +7,19 @@ import os
 import posixpath
 import re
 import stat
+from collections.abc import Mapping
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.filesystem import READ_ERRORS, is_event_file, is_local, mtime, natural_key, read_at
+from tb_varscope_plugin.filesystem import (
+    READ_ERRORS,
+    Listing,
+    is_event_file,
+    is_local,
+    mtime,
+    natural_key,
+    read_at,
+)
 
 STATE_FILE = "checkpoint"
 KERAS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
@@ -23,17 +32,138 @@ _STATE_PREFIX = 64 * 1024
 _STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"([^"\\]*(?:\\.[^"\\]*)*)"', re.MULTILINE)
 
 
-def find_checkpoint(run_dir: str, logdir: str) -> str | None:
+class Directories:
+    """What discovery asks of the filesystem during one pass, each question asked once: a directory's entries,
+    whether a path is a directory, a file's modification time, whether a subtree holds event files.
+
+    Listed live through the filesystem layer; `WalkedDirectories` answers from a walk already made. `states`
+    (kept by the caller between passes) remembers what each `checkpoint` state file named, so an unchanged one is
+    not read again.
+    """
+
+    def __init__(self, states: dict[tuple, str | None] | None = None) -> None:
+        self.states = {} if states is None else states
+        self._listings: dict[str, Listing] = {}
+        self._mtimes: dict[str, float | None] = {}
+        self._held: dict[str, bool] = {}
+        self._candidates: dict[str, list[tuple[str, float]]] = {}
+        self._below: dict[str, list[tuple[str, float]]] = {}
+
+    def listing(self, directory: str) -> Listing:
+        found = self._listings.get(directory)
+        if found is None:
+            names = _listdir(directory)
+            subdirectories = frozenset(n for n in names if _isdir(posixpath.join(directory, n)))
+            found = self._listings[directory] = Listing(tuple(names), subdirectories)
+        return found
+
+    def entries(self, directory: str) -> tuple[str, ...]:
+        return self.listing(directory).names
+
+    def is_dir(self, path: str) -> bool:
+        directory, name = posixpath.split(path)
+        return name in self.listing(directory).subdirectories
+
+    def subdirectories(self, directory: str) -> list[str]:
+        listing = self.listing(directory)
+        return [posixpath.join(directory, n) for n in listing.names if n in listing.subdirectories]
+
+    def mtime(self, path: str) -> float | None:
+        if path not in self._mtimes:
+            self._mtimes[path] = mtime(path)
+        return self._mtimes[path]
+
+    def holds_event_files(self, directory: str) -> bool:
+        """Whether `directory` or any directory below it holds an event file. Symlinked directories are followed
+        (runs are often linked in), but a link loop is walked once."""
+        pending, seen, walked = [directory], set(), []
+        while pending:
+            current = pending.pop()
+            if current in self._held:
+                if self._held[current]:
+                    break
+                continue
+            # The real path of a local directory, so a link loop is walked once.
+            key = os.path.realpath(current) if is_local(current) else current
+            if key in seen:
+                continue
+            seen.add(key)
+            walked.append(current)
+            if any(is_event_file(entry) for entry in self.entries(current)):
+                break
+            pending.extend(self.subdirectories(current))
+        else:
+            self._held.update(dict.fromkeys(walked, False))
+            return False
+        # Only the directory asked about is known to hold one; the others walked may not.
+        self._held[directory] = True
+        return True
+
+    def candidates(self, directory: str) -> list[tuple[str, float]]:
+        if directory not in self._candidates:
+            self._candidates[directory] = candidates(directory, self)
+        return self._candidates[directory]
+
+    def candidates_below(self, directory: str) -> list[tuple[str, float]]:
+        if directory not in self._below:
+            self._below[directory] = _candidates_below(directory, self)
+        return self._below[directory]
+
+    def state_prefix(self, directory: str) -> str | None:
+        """The checkpoint the state file in `directory` names, read again only when the file or the directory
+        changed (always, where the filesystem layer gives no modification times)."""
+        when = self.mtime(posixpath.join(directory, STATE_FILE))
+        if when is None:
+            return _state_file_prefix(directory)
+        key = (directory, when, self.entries(directory))
+        if key not in self.states:
+            self.states[key] = _state_file_prefix(directory)
+        return self.states[key]
+
+
+class WalkedDirectories(Directories):
+    """Directories as one walk of the logdir listed them (`tree`: directory -> its listing): discovery lists
+    nothing again, so a pass over a thousand runs costs the walk the logdir index made anyway."""
+
+    def __init__(self, tree: Mapping[str, Listing], states: dict[tuple, str | None] | None = None) -> None:
+        super().__init__(states)
+        self._listings = dict(tree)
+
+    def listing(self, directory: str) -> Listing:
+        # Not walked (outside the logdir, unlistable, or gone): it holds nothing.
+        return self._listings.get(directory, _EMPTY)
+
+    def holds_event_files(self, directory: str) -> bool:
+        # The walk reached every directory below the logdir once, link loops included, so a subtree is the
+        # directories the walk listed under it, and each answer is kept for the subtrees around it.
+        found = self._held.get(directory)
+        if found is None:
+            self._held[directory] = False  # a loop back to a directory being weighed adds nothing to it
+            found = any(is_event_file(n) for n in self.entries(directory)) or any(
+                self.holds_event_files(sub) for sub in self.subdirectories(directory)
+            )
+            self._held[directory] = found
+        return found
+
+
+_EMPTY = Listing((), frozenset())
+
+
+def find_checkpoint(run_dir: str, logdir: str, directories: Directories | None = None) -> str | None:
     """The checkpoint that belongs to a run: the newest in `run_dir` itself; else, walking up from `run_dir` to
     `logdir`, the newest at the first level that has one in the directory itself (from the parent up) or in a
-    subdirectory of it with no event file anywhere below (`ckpt/`, `checkpoints/`)."""
+    subdirectory of it with no event file anywhere below (`ckpt/`, `checkpoints/`).
+
+    `directories` answers the questions about the filesystem; sharing one across the runs of a pass means each
+    directory is weighed once however many runs look at it."""
+    directories = Directories() if directories is None else directories
     run_dir = run_dir.rstrip("/") or run_dir
     logdir = logdir.rstrip("/") or logdir
-    found = newest(candidates(run_dir))
+    found = newest(directories.candidates(run_dir))
     directory = run_dir
     while found is None:
-        level = candidates(directory) if directory != run_dir else []
-        found = newest(level + _candidates_below(directory))
+        level = directories.candidates(directory) if directory != run_dir else []
+        found = newest(level + directories.candidates_below(directory))
         parent = posixpath.dirname(directory)
         if directory == logdir or parent == directory or not _is_within(parent, logdir):
             break
@@ -41,19 +171,20 @@ def find_checkpoint(run_dir: str, logdir: str) -> str | None:
     return found
 
 
-def candidates(directory: str) -> list[tuple[str, float]]:
+def candidates(directory: str, directories: Directories | None = None) -> list[tuple[str, float]]:
     """Checkpoints directly in `directory`, each with its modification time (0 when unknown)."""
-    entries = _listdir(directory)
+    directories = Directories() if directories is None else directories
+    entries = directories.entries(directory)
     found = []
-    state = _state_file_prefix(directory) if STATE_FILE in entries else None
+    state = directories.state_prefix(directory) if STATE_FILE in entries else None
     if state is not None:
-        found.append((state, mtime(state + ".index") or 0.0))
+        found.append((state, directories.mtime(state + ".index") or 0.0))
     for entry in entries:
         full = posixpath.join(directory, entry)
         if entry.endswith(".index") and state is None:
-            found.append((full[: -len(".index")], mtime(full) or 0.0))
-        elif entry.endswith((*KERAS_SUFFIXES, SAFETENSORS_SUFFIX)) and not gfile.isdir(full):
-            found.append((full, mtime(full) or 0.0))
+            found.append((full[: -len(".index")], directories.mtime(full) or 0.0))
+        elif entry.endswith((*KERAS_SUFFIXES, SAFETENSORS_SUFFIX)) and not directories.is_dir(full):
+            found.append((full, directories.mtime(full) or 0.0))
     return found
 
 
@@ -68,31 +199,14 @@ def _is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _candidates_below(directory: str) -> list[tuple[str, float]]:
+def _candidates_below(directory: str, directories: Directories) -> list[tuple[str, float]]:
     """Checkpoints directly in the subdirectories of `directory` that neither are runs nor hold runs: a checkpoint
     directory beside one experiment's runs must not hand its checkpoint to another experiment."""
     found = []
-    for entry in _listdir(directory):
-        sub = posixpath.join(directory, entry)
-        if gfile.isdir(sub) and not _holds_event_files(sub):
-            found.extend(candidates(sub))
+    for sub in directories.subdirectories(directory):
+        if not directories.holds_event_files(sub):
+            found.extend(directories.candidates(sub))
     return found
-
-
-def _holds_event_files(directory: str) -> bool:
-    pending, seen = [directory], set()
-    while pending:
-        current = pending.pop()
-        # Symlinked directories are followed (runs are often linked in), but a link loop is walked once.
-        key = os.path.realpath(current) if is_local(current) else current
-        if key in seen:
-            continue
-        seen.add(key)
-        entries = _listdir(current)
-        if any(is_event_file(entry) for entry in entries):
-            return True
-        pending.extend(sub for entry in entries if gfile.isdir(sub := posixpath.join(current, entry)))
-    return False
 
 
 def _state_file_prefix(directory: str) -> str | None:
@@ -121,6 +235,13 @@ def _state_file_text(path: str) -> str:
         return read_at(path, 0, _STATE_PREFIX).decode("utf-8", "replace")
     except READ_ERRORS:
         return ""
+
+
+def _isdir(path: str) -> bool:
+    try:
+        return gfile.isdir(path)
+    except Exception:  # gone since it was listed
+        return False
 
 
 def _listdir(directory: str) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason, is_event_file
+from tb_varscope_plugin.filesystem import READ_ERRORS, Listing, error_reason, is_event_file
 from tb_varscope_plugin.reading.parallel import read_files
 from tb_varscope_plugin.reading.run_index import RunIndex
 
@@ -37,6 +37,9 @@ class LogdirIndex:
         self.run_filter = run_filter
         self.runs: dict[str, RunIndex] = {}
         self.unlisted: dict[str, str] = {}  # directory -> why it could not be listed at the last reload
+        # Every directory the last reload's walk listed, for whatever else needs to know the tree (checkpoint
+        # discovery): one walk per reload, however many runs ask.
+        self.tree: dict[str, Listing] = {}
         self.lock = threading.Lock()
 
     def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
@@ -77,17 +80,22 @@ class LogdirIndex:
         """`(directory, event file names)` for every directory under the logdir that holds event files, in
         TensorBoard's walk order. A directory that cannot be listed is noted in `unlisted` and skipped."""
         self.unlisted.clear()
+        self.tree = {}
         pending = [self.logdir]
         while pending:
             directory = pending.pop()
             fs = gfile.get_filesystem(directory)
             try:
                 entries = [(name, fs.join(directory, name)) for name in sorted(gfile.listdir(directory))]
-                subdirectories = [path for _, path in entries if gfile.isdir(path)]
+                subdirectories = {name: path for name, path in entries if gfile.isdir(path)}
             except READ_ERRORS as error:
                 self.unlisted[directory] = error_reason(error)
                 continue
-            names = [name for name, path in entries if is_event_file(name) and path not in subdirectories]
+            listing = self.tree[directory] = Listing(
+                tuple(name for name, _ in entries),
+                frozenset(subdirectories),
+            )
+            names = [name for name in listing.names if is_event_file(name) and name not in listing.subdirectories]
             if names:
                 yield directory, names
-            pending.extend(reversed(subdirectories))
+            pending.extend(reversed(subdirectories.values()))

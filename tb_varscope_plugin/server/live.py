@@ -31,7 +31,8 @@ class LiveReport:
         self._reload_lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._read_once = False  # until the first pass over the logdir ends, the report is partial
-        self._report = self._published(reporter.report())
+        self._source = reporter.report()  # what the reporter last gave: unchanged, it is not published again
+        self._report = self._published(self._source)
         self._published_at = 0.0
         self._reader: threading.Thread | None = None
 
@@ -78,9 +79,13 @@ class LiveReport:
         return {**report, "complete": self._read_once}
 
     def _publish(self) -> None:
-        report = self._published(self._reporter.report())
-        with self._report_lock:
-            self._report = report
+        source = self._reporter.report()
+        # An unchanged report stays the published object, so what the routes made of it (bytes, ETag) stays valid.
+        if source is not self._source or self._report["complete"] != self._read_once:
+            report = self._published(source)
+            with self._report_lock:
+                self._report = report
+            self._source = source
         self._published_at = time.monotonic()
 
     def _read_forever(self) -> None:
