@@ -1,0 +1,116 @@
+"""The package's shape: imports point down the flow (reading and checkpoints, then analysis, the report, then the
+CLI and the TensorBoard side), no two modules import each other, and nothing imports TensorFlow or torch."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parent.parent / "tb_varscope_plugin"
+
+# Each stage may import the stages at a lower rank only (and modules of its own stage). The leaves at rank 0
+# are shared by all: the filesystem layer and the report's types.
+RANK = {
+    "filesystem": 0,
+    "schema": 0,
+    "reading": 1,
+    "checkpoints": 1,
+    "analysis": 2,
+    "report": 3,
+    "rewrite": 4,
+    "cli": 5,
+    "server": 5,
+    "__init__": 6,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Project modules `path` imports, anywhere in it (a function-level import is an import too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: the package imports absolutely, so its graph reads from the text"
+            found.add(node.module or "")
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {i for i in _imports(path) if i in modules and i != name} for name, path in modules.items()}
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_import_cycles_between_project_modules():
+    graph = _graph()
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(path[path.index(target) :] + [target] if target in path else [module, target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_imports_point_down_the_flow():
+    graph = _graph()
+    assert all(_stage(m) in RANK for m in graph), sorted({_stage(m) for m in graph} - set(RANK))
+    upward = [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if _stage(target) != _stage(module) and RANK[_stage(target)] >= RANK[_stage(module)]
+    ]
+    assert upward == []
+
+
+def test_nothing_in_the_package_imports_tensorflow_or_torch():
+    heavy = [
+        f"{_module_name(path)} imports {name}"
+        for path in PACKAGE.rglob("*.py")
+        for name in _imports(path)
+        if name.split(".")[0] in {"tensorflow", "torch", "keras", "tf_keras"}
+    ]
+    assert heavy == []
+
+
+def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
+    """The checks above pass because the package is clean, not because they cannot fail."""
+    fake = tmp_path / "tb_varscope_plugin"
+    (fake / "reading").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "reading" / "__init__.py").write_text("")
+    (fake / "reading" / "a.py").write_text("from tb_varscope_plugin.reading import b\n")
+    (fake / "reading" / "b.py").write_text("def f():\n    from tb_varscope_plugin.reading.a import x\n")
+    (fake / "schema.py").write_text("from tb_varscope_plugin.reading import a\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    graph = _graph()
+    assert "tb_varscope_plugin.reading.b" in graph["tb_varscope_plugin.reading.a"]
+    assert "tb_varscope_plugin.reading.a" in graph["tb_varscope_plugin.reading.b"]
+    with pytest.raises(AssertionError, match="reading.a"):
+        test_no_import_cycles_between_project_modules()
+    with pytest.raises(AssertionError, match="schema imports tb_varscope_plugin.reading"):
+        test_imports_point_down_the_flow()
