@@ -4,6 +4,7 @@ CLI and the TensorBoard side), no two modules import each other, and nothing imp
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -114,3 +115,14 @@ def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
         test_no_import_cycles_between_project_modules()
     with pytest.raises(AssertionError, match="schema imports tb_varscope_plugin.reading"):
         test_imports_point_down_the_flow()
+
+
+def test_docs_architecture_names_every_module():
+    """docs/architecture.md is the map of the package: a module it does not name is a module nobody finds."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    unnamed = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py" and not re.search(rf"[`/]{re.escape(path.name)}`", text)
+    ]
+    assert unnamed == []
