@@ -62,6 +62,38 @@ def test_ckpt_directory_beside_the_runs(tmp_path):
     assert find_checkpoint(str(run), str(tmp_path)) == str(tmp_path / "checkpoints" / "model.safetensors")
 
 
+def _saved_model(directory, mtime: float = 1_000_000.0):
+    _touch(directory / "saved_model.pb", mtime)
+    _touch(directory / "variables" / "variables.data-00000-of-00001", mtime)
+    _touch(directory / "variables" / "variables.index", mtime)
+    return directory
+
+
+def test_saved_model_two_levels_below_the_run(tmp_path):
+    run = _run(tmp_path, "run1")
+    export = _saved_model(run / "export")
+    assert find_checkpoint(str(run), str(tmp_path)) == str(export)
+
+
+def test_saved_model_beside_the_runs_and_as_the_logdir_itself(tmp_path):
+    run = _run(tmp_path, "exp/train")
+    export = _saved_model(tmp_path / "exp" / "exported_model")
+    assert find_checkpoint(str(run), str(tmp_path)) == str(export)
+    # A `variables/` directory without `saved_model.pb` beside it is no SavedModel.
+    (export / "saved_model.pb").unlink()
+    assert find_checkpoint(str(run), str(tmp_path)) is None
+    logdir = _saved_model(tmp_path / "in_place")
+    assert find_checkpoint(str(_run(logdir, "train")), str(logdir)) == str(logdir)
+
+
+@pytest.mark.parametrize("name", ["model.pt", "weights.pth", "pytorch_model.bin"])
+def test_pytorch_files_are_checkpoints(tmp_path, name):
+    run = _run(tmp_path, "run1")
+    _touch(run / "model.safetensors", mtime=1_000_000.0)
+    _touch(run / name, mtime=2_000_000.0)
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / name)
+
+
 def test_nearest_ancestor_wins_over_logdir(tmp_path):
     run = _run(tmp_path, "exp1/seed0/train")
     _touch(tmp_path / "exp1" / "model.keras", mtime=1_000_000.0)

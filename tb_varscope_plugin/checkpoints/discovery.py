@@ -24,6 +24,10 @@ from tb_varscope_plugin.filesystem import (
 STATE_FILE = "checkpoint"
 KERAS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 SAFETENSORS_SUFFIX = ".safetensors"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+# A SavedModel directory: `saved_model.pb` beside `variables/variables.index` (a tensor bundle).
+SAVED_MODEL_FILE = "saved_model.pb"
+SAVED_MODEL_VARIABLES = "variables/variables"
 # TF writes `model_checkpoint_path` first and a path is at most a few KiB, so a prefix this long holds it; anything
 # past it (a huge file that happens to be called `checkpoint`) is never read.
 _STATE_PREFIX = 64 * 1024
@@ -172,10 +176,13 @@ def find_checkpoint(run_dir: str, logdir: str, directories: Directories | None =
 
 
 def candidates(directory: str, directories: Directories | None = None) -> list[tuple[str, float]]:
-    """Checkpoints directly in `directory`, each with its modification time (0 when unknown)."""
+    """Checkpoints directly in `directory` (or `directory` itself when it is a SavedModel, so an `export/` beside a
+    run is found like a `ckpt/`), each with its modification time (0 when unknown)."""
     directories = Directories() if directories is None else directories
     entries = directories.entries(directory)
     found = []
+    if SAVED_MODEL_FILE in entries and _is_saved_model(directory, directories):
+        found.append((directory, directories.mtime(posixpath.join(directory, SAVED_MODEL_VARIABLES) + ".index") or 0.0))
     state = directories.state_prefix(directory) if STATE_FILE in entries else None
     if state is not None:
         found.append((state, directories.mtime(state + ".index") or 0.0))
@@ -183,7 +190,7 @@ def candidates(directory: str, directories: Directories | None = None) -> list[t
         full = posixpath.join(directory, entry)
         if entry.endswith(".index") and state is None:
             found.append((full[: -len(".index")], directories.mtime(full) or 0.0))
-        elif entry.endswith((*KERAS_SUFFIXES, SAFETENSORS_SUFFIX)) and not directories.is_dir(full):
+        elif entry.endswith((*KERAS_SUFFIXES, SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)) and not directories.is_dir(full):
             found.append((full, directories.mtime(full) or 0.0))
     return found
 
@@ -203,10 +210,19 @@ def _candidates_below(directory: str, directories: Directories) -> list[tuple[st
     """Checkpoints directly in the subdirectories of `directory` that neither are runs nor hold runs: a checkpoint
     directory beside one experiment's runs must not hand its checkpoint to another experiment."""
     found = []
+    # A SavedModel's own `variables/` bundle is the SavedModel, found as `directory` itself.
+    inner = posixpath.join(directory, posixpath.dirname(SAVED_MODEL_VARIABLES))
+    saved_model = SAVED_MODEL_FILE in directories.entries(directory)
     for sub in directories.subdirectories(directory):
-        if not directories.holds_event_files(sub):
+        if not (saved_model and sub == inner) and not directories.holds_event_files(sub):
             found.extend(directories.candidates(sub))
     return found
+
+
+def _is_saved_model(directory: str, directories: Directories) -> bool:
+    variables, prefix = posixpath.split(SAVED_MODEL_VARIABLES)
+    inner = posixpath.join(directory, variables)
+    return directories.is_dir(inner) and prefix + ".index" in directories.entries(inner)
 
 
 def _state_file_prefix(directory: str) -> str | None:

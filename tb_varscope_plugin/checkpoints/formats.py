@@ -6,7 +6,7 @@ import re
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.checkpoints import keras_h5, safetensors_file, tf_bundle
+from tb_varscope_plugin.checkpoints import keras_h5, safetensors_file, saved_model, tf_bundle
 from tb_varscope_plugin.checkpoints.discovery import KERAS_SUFFIXES, SAFETENSORS_SUFFIX, candidates, newest
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 
@@ -14,8 +14,8 @@ _DATA_FILE = re.compile(r"\.data-\d+-of-\d+$")
 
 
 def read_checkpoint(path: str) -> Checkpoint:
-    """Reads the variables of the checkpoint at `path` (a TF prefix, `.index`, state-file directory,
-    `.weights.h5`/`.h5`, `.keras` or `.safetensors`)."""
+    """Reads the variables of the checkpoint at `path` (a TF prefix, `.index`, state-file directory, SavedModel
+    directory, `.weights.h5`/`.h5`, `.keras` or `.safetensors`)."""
     path = path.rstrip("/") or path
     if gfile.isdir(path):
         found = newest(candidates(path))
@@ -26,6 +26,9 @@ def read_checkpoint(path: str) -> Checkpoint:
         path = path[: -len(".index")]
     elif _DATA_FILE.search(path):
         path = _DATA_FILE.sub("", path)
+    exported = saved_model.saved_model_of(path)
+    if exported is not None:
+        return saved_model.read_saved_model(exported)
     if path.endswith(SAFETENSORS_SUFFIX):
         return safetensors_file.read_safetensors(path)
     if path.endswith(".keras"):
