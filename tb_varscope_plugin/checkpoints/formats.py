@@ -21,6 +21,8 @@ def read_checkpoint(path: str) -> Checkpoint:
         found = newest(candidates(path))
         if found is None:
             raise CheckpointError(f"{path}: no checkpoint in this directory")
+        if found == path:  # the directory itself is a SavedModel
+            return saved_model.read_saved_model(path)
         path = found
     if path.endswith(".index"):
         path = path[: -len(".index")]

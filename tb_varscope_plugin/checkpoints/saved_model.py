@@ -22,12 +22,10 @@ def read_saved_model(directory: str) -> Checkpoint:
 
 
 def saved_model_of(path: str) -> str | None:
-    """The SavedModel directory that `path` (the directory, its `saved_model.pb`, or its variables prefix) names."""
+    """The SavedModel directory whose `saved_model.pb` or variables prefix `path` is, if it is one."""
     if posixpath.basename(path) == SAVED_MODEL_FILE:
         return posixpath.dirname(path)
     if path.endswith("/" + SAVED_MODEL_VARIABLES):
         directory = path[: -len(SAVED_MODEL_VARIABLES) - 1]
         return directory if gfile.exists(posixpath.join(directory, SAVED_MODEL_FILE)) else None
-    if gfile.isdir(path) and gfile.exists(posixpath.join(path, SAVED_MODEL_FILE)):
-        return path
     return None
