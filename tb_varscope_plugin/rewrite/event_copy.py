@@ -8,7 +8,6 @@ reading stopped.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.compat.tensorflow_stub.io import gfile
@@ -81,16 +80,16 @@ def copy_event_file(plan: FilePlan, out_path: str) -> int:
     try:
         at = 0
         for offset in sorted(o for o in plan.retag if o < end):
-            for piece in window.pieces(at, offset):
-                writer.write_framed(piece)
-            length = _LENGTH.unpack(window.take(offset, offset + 8))[0]
+            window.copy(at, offset, writer)
+            data, start = window.span(offset, offset + HEADER)
+            length = _LENGTH.unpack_from(data, start)[0]
             at = offset + HEADER + length + FOOTER
-            payload = window.take(offset + HEADER, offset + HEADER + length)
-            if _CRC.unpack(window.take(at - FOOTER, at))[0] != masked_crc32c(payload):
+            data, start = window.span(offset, at)
+            payload = data[start + HEADER : start + HEADER + length]
+            if _CRC.unpack_from(data, start + HEADER + length)[0] != masked_crc32c(payload):
                 raise SourceError(offset, "record changed since it was read; copied up to it")
             writer.write(_retagged(payload, plan.retag[offset], metadata, started))
-        for piece in window.pieces(at, end):
-            writer.write_framed(piece)
+        window.copy(at, end, writer)
         writer.flush()
     finally:
         writer.close()
@@ -106,24 +105,25 @@ class _Window:
         self.base = 0
         self.data = b""
 
-    def take(self, start: int, stop: int) -> bytes:
-        """The bytes `[start, stop)`, never before an earlier read's start."""
-        return b"".join(self.pieces(start, stop))
+    def span(self, start: int, stop: int) -> tuple[bytes, int]:
+        """A buffer holding the bytes `[start, stop)` (never before an earlier span's start), and where they begin."""
+        if not (self.base <= start and stop <= self.base + len(self.data)):
+            try:
+                data = read_at(self.path, start, max(CHUNK, stop - start))
+            except READ_ERRORS as error:
+                raise SourceError(start, f"could not be read ({error_reason(error)}); copied up to here") from error
+            if len(data) < stop - start:
+                raise SourceError(start, "ended before the records read from it; copied up to here")
+            self.base, self.data = start, data
+        return self.data, start - self.base
 
-    def pieces(self, start: int, stop: int) -> Iterator[bytes]:
-        """The bytes `[start, stop)` a buffer at a time."""
+    def copy(self, start: int, stop: int, writer: FramedWriter) -> None:
+        """Writes the bytes `[start, stop)` as they are."""
         while start < stop:
-            if not self.base <= start < self.base + len(self.data):
-                self.base = start
-                try:
-                    self.data = read_at(self.path, start, max(CHUNK, min(stop, self.end) - start))
-                except READ_ERRORS as error:
-                    raise SourceError(start, f"could not be read ({error_reason(error)}); copied up to here") from error
-                if not self.data:
-                    raise SourceError(start, "ended before the records read from it; copied up to here")
-            piece = self.data[start - self.base : stop - self.base]
-            yield piece
-            start += len(piece)
+            size = min(stop - start, CHUNK)
+            data, at = self.span(start, start + size)
+            writer.write_framed(data[at : at + size])
+            start += size
 
 
 def _first_metadata(plan: FilePlan) -> dict[str, summary_pb2.SummaryMetadata]:
