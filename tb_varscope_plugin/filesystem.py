@@ -60,3 +60,37 @@ class Listing:
 
     names: tuple[str, ...]
     subdirectories: frozenset[str]
+
+
+class PositionedReader:
+    """Reads one file at chosen offsets: through one handle kept open where the file is local (gfile reopens the
+    file for every read), else through the filesystem layer, one ranged read per call (S3, fsspec).
+
+    Use it as a context manager, or `close()` it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._handle = open(path, "rb") if is_local(path) else None  # noqa: SIM115  # closed by close()
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to `size` bytes at `offset`; raises what the filesystem layer raises."""
+        if self._handle is None:
+            return read_at(self.path, offset, size)
+        return os.pread(self._handle.fileno(), size, offset)
+
+    def size(self) -> int:
+        if self._handle is None:
+            return gfile.stat(self.path).length
+        return os.fstat(self._handle.fileno()).st_size
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> PositionedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import google_crc32c
 import numpy as np
-from tensorboard.compat.tensorflow_stub.io import gfile
+
+from tb_varscope_plugin.filesystem import PositionedReader
 
 HEADER = 12  # uint64 length + uint32 masked CRC of the length
 FOOTER = 4  # uint32 masked CRC of the payload
@@ -20,6 +21,8 @@ BLOCK = 1 << 20  # small enough to be reused from the heap: fresh pages cost mor
 # reader reasons the same way). A longer length, even one that passes its checksum, is damage. Below the cap a
 # record is read only once the file holds all of it, so memory never follows a length the file does not back.
 MAX_RECORD = (1 << 31) - 1
+# What one read at a record's offset fetches: a histogram's whole record mostly, so one read, not two, per value.
+RECORD_GUESS = 16 << 10
 
 _LENGTH = struct.Struct("<QI")
 _U64 = struct.Struct("<Q")
@@ -75,7 +78,11 @@ class RecordReader:
         """
         if self.damage is not None:
             return
-        fs = gfile.get_filesystem(self.path)
+        # One handle for every block of this call: gfile would open the file again for each buffer.
+        with PositionedReader(self.path) as source:
+            yield from self._blocks(source)
+
+    def _blocks(self, source: PositionedReader) -> Iterator[Block]:
         unpack_length = _U64.unpack_from
         buf = b""
         pos = 0  # position of the next record in buf
@@ -117,14 +124,14 @@ class RecordReader:
                 need = HEADER + length + FOOTER
             else:
                 need = HEADER
-            if eof or (need > BLOCK and base + pos + need > gfile.stat(self.path).length):
+            if eof or (need > BLOCK and base + pos + need > source.size()):
                 break  # a record the file does not hold all of yet: left for a later call
             # The next read starts at the unfinished record: reading its few bytes again is cheaper than copying
             # the new buffer behind them.
             base += pos
             pos = 0
             want = max(BLOCK, need)
-            buf, _ = fs.read(self.path, binary_mode=True, size=want, continue_from={"opaque_offset": base})
+            buf = source.read(base, want)
             eof = len(buf) < want
         self.pending = base + len(buf) - self.offset
 
@@ -170,19 +177,27 @@ def _uint32_at(data: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return data[positions[:, None] + np.arange(4)].view("<u4").ravel()
 
 
-def read_record_at(path: str, offset: int) -> bytes:
-    """The payload of the record starting at `offset`, checked against its CRCs; raises ValueError if there is none."""
-    fs = gfile.get_filesystem(path)
-    header, _ = fs.read(path, binary_mode=True, size=HEADER, continue_from={"opaque_offset": offset})
-    if len(header) < HEADER:
+def read_record_at(path: str, offset: int, source: PositionedReader | None = None) -> bytes:
+    """The payload of the record starting at `offset`, checked against its CRCs; raises ValueError if there is none.
+
+    One read fetches a histogram's record whole, header and all; `source`, when given, is a reader kept open over
+    `path` for many such calls.
+    """
+    if source is None:
+        with PositionedReader(path) as source:
+            return read_record_at(path, offset, source)
+    first = source.read(offset, RECORD_GUESS)
+    if len(first) < HEADER:
         raise ValueError(f"{path}: no record at offset {offset}")
-    length, length_crc = _LENGTH.unpack(header)
-    if masked_crc32c(header[:8]) != length_crc:
+    length, length_crc = _LENGTH.unpack_from(first)
+    if masked_crc32c(first[:8]) != length_crc:
         raise ValueError(f"{path}: record length at offset {offset} fails its checksum")
-    if length > MAX_RECORD or offset + HEADER + length + FOOTER > gfile.stat(path).length:
-        raise ValueError(f"{path}: record at offset {offset} claims {length} bytes, which the file does not hold")
-    body, _ = fs.read(path, binary_mode=True, size=length + FOOTER, continue_from={"opaque_offset": offset + HEADER})
-    payload = body[:length]
-    if len(body) < length + FOOTER or masked_crc32c(payload) != _CRC.unpack_from(body, length)[0]:
+    end = HEADER + length + FOOTER
+    if len(first) < end:
+        if length > MAX_RECORD or offset + end > source.size():
+            raise ValueError(f"{path}: record at offset {offset} claims {length} bytes, which the file does not hold")
+        first += source.read(offset + len(first), end - len(first))
+    payload = first[HEADER : HEADER + length]
+    if len(first) < end or masked_crc32c(payload) != _CRC.unpack_from(first, HEADER + length)[0]:
         raise ValueError(f"{path}: record at offset {offset} is incomplete or fails its checksum")
     return payload

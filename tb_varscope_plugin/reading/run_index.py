@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
+from tb_varscope_plugin.filesystem import READ_ERRORS, PositionedReader, error_reason
 from tb_varscope_plugin.reading import events, fast_path
 from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, read_record_at
 from tb_varscope_plugin.schema import ReportWarning
@@ -311,4 +311,19 @@ class RunIndex:
 
     def decode(self, ref: ValueRef) -> np.ndarray:
         """The `(k, 3)` buckets of one value."""
-        return events.decode_value(read_record_at(ref.file, ref.offset), ref.index)
+        return self.decode_all([ref])[0]
+
+    def decode_all(self, refs: list[ValueRef]) -> list[np.ndarray]:
+        """The `(k, 3)` buckets of each value, every file opened once for all of its values."""
+        sources: dict[str, PositionedReader] = {}
+        try:
+            found = []
+            for ref in refs:
+                source = sources.get(ref.file)
+                if source is None:
+                    source = sources[ref.file] = PositionedReader(ref.file)
+                found.append(events.decode_value(read_record_at(ref.file, ref.offset, source), ref.index))
+            return found
+        finally:
+            for source in sources.values():
+                source.close()

@@ -7,16 +7,21 @@ very values a collision is made of.
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
+import json
 import logging
 import random
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tensorboard import errors
-from tensorboard.backend import http_util
+from tensorboard.backend import http_util, json_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
+from werkzeug.datastructures import ETags
 
 from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
 from tb_varscope_plugin.reading.logdir import LogdirIndex
@@ -45,15 +50,14 @@ FRONTEND = Path(__file__).parent.parent / "frontend"
 
 
 def downsample(items: list, k: int) -> list:
-    """At most `k` of `items` in order, always the last, the rest uniformly at random with a fixed seed.
+    """At most `k` of `items` in order, always the last, the rest uniformly at random with a fixed seed; all of
+    them for `k` 0, which `--samples_per_plugin histograms=0` means in TensorBoard (it keeps every sample).
 
     Sampled the way TensorBoard samples histograms (a uniform sample that keeps the latest step), though not
     necessarily the same steps as its reservoir picks.
     """
-    if k >= len(items):
+    if k == 0 or k >= len(items):
         return list(items)
-    if k == 0:
-        return []
     chosen = sorted(random.Random(0).sample(range(len(items) - 1), k - 1))
     return [items[i] for i in chosen] + [items[-1]]
 
@@ -76,6 +80,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
         self._index = LogdirIndex(context.logdir)
         reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
         self.live = LiveReport(self._index, reporter, reload_interval)
+        self._serialised: SerialisedReport | None = None  # the published report last sent, as sent
 
     def get_plugin_apps(self) -> dict:
         # One exact route per frontend file, fixed when TensorBoard starts: no path a request names can
@@ -105,16 +110,13 @@ class VarScopePlugin(base_plugin.TBPlugin):
     @wrappers.Request.application  # type: ignore[arg-type]  # werkzeug's stub does not know methods
     def _serve_report(self, request: wrappers.Request) -> wrappers.Response:
         self.live.start()
-        return _answer(request, lambda: (self.report_impl(), "application/json"))
+        return _answer(request, lambda: self.report_answer(request.if_none_match))
 
     @wrappers.Request.application  # type: ignore[arg-type]  # werkzeug's stub does not know methods
     def _serve_histograms(self, request: wrappers.Request) -> wrappers.Response:
         self.live.start()
         args = request.args
-        return _answer(
-            request,
-            lambda: (self.histograms_impl(args.get("run"), args.get("tag"), args.get("lane")), "application/json"),
-        )
+        return _answer(request, lambda: self.histograms_answer(args.get("run"), args.get("tag"), args.get("lane")))
 
     def frontend_impl(self, name: str) -> tuple[bytes, str]:
         """`(content, mime type)` of a file of the frontend folder, as listed when the plugin was loaded."""
@@ -128,6 +130,34 @@ class VarScopePlugin(base_plugin.TBPlugin):
         ended, so the tab can say it is still reading rather than that nothing collides.
         """
         return self.live.report()
+
+    def report_answer(self, if_none_match: ETags) -> Answer:
+        """The report as JSON, serialised and gzipped once per published report, with its ETag; a `304` with no
+        body when the client already holds that report (the tab polls while the first pass runs)."""
+        serialised = self._serialised_report()
+        headers = [("ETag", f'"{serialised.etag}"')]
+        if if_none_match.contains(serialised.etag):
+            return Answer(b"", "application/json", code=304, headers=headers)
+        return Answer(serialised.gzipped, "application/json", headers=headers, content_encoding="gzip")
+
+    def _serialised_report(self) -> SerialisedReport:
+        report = self.report_impl()
+        serialised = self._serialised
+        if serialised is None or serialised.report is not report:
+            # As `http_util.Respond` serialises a dict: NaN and infinities as strings, ASCII only.
+            body = json.dumps(json_util.Cleanse(report)).encode("ascii")
+            etag = hashlib.blake2b(body, digest_size=16).hexdigest()
+            serialised = self._serialised = SerialisedReport(report, etag, _gzip(body))
+        return serialised
+
+    def histograms_answer(self, run: str | None, tag: str | None, lane: str | None) -> Answer:
+        """`histograms_impl` as JSON. Finite numbers only (all but a broken writer's) are serialised as they are:
+        `json_util.Cleanse`, which `http_util.Respond` would run over every number, changes nothing in them."""
+        values = self.histograms_impl(run, tag, lane)
+        try:
+            return Answer(json.dumps(values, allow_nan=False).encode("ascii"), "application/json")
+        except ValueError:  # a NaN or an infinity: Respond cleanses them into strings, as TensorBoard serves them
+            return Answer(values, "application/json")
 
     def histograms_impl(self, run: str | None, tag: str | None, lane: str | None) -> list:
         """`[[wall_time, step, [[left, right, count], ...]], ...]` of one lane of a tag, one entry per step.
@@ -144,13 +174,14 @@ class VarScopePlugin(base_plugin.TBPlugin):
         run_index, refs = self._lane_refs(run, tag, int(lane))
         # Decoding reads the event files at recorded offsets only, so it needs no lock.
         try:
-            return [[ref.wall_time, ref.step, run_index.decode(ref).tolist()] for ref in refs]
+            buckets = run_index.decode_all(refs)
         except ValueError as error:  # the file was truncated or replaced since it was read
             message = f"values of tag {tag!r} in run {run!r} can no longer be read: {error}"
             raise errors.NotFoundError(message) from error
         except READ_ERRORS as error:  # the file was deleted, or its directory renamed, since it was read
             message = f"values of tag {tag!r} in run {run!r} can no longer be read: {error_reason(error)}"
             raise errors.NotFoundError(message) from error
+        return [[ref.wall_time, ref.step, b.tolist()] for ref, b in zip(refs, buckets, strict=True)]
 
     def _lane_refs(self, run: str, tag: str, lane: int) -> tuple[RunIndex, list[ValueRef]]:
         with self._index.lock:
@@ -170,11 +201,37 @@ class VarScopePlugin(base_plugin.TBPlugin):
         self.live.reload()
 
 
-def _answer(request: wrappers.Request, produce: Callable[[], tuple[object, str]]) -> wrappers.Response:
-    """`produce()`'s `(body, mime type)` through TensorBoard's `http_util.Respond`, or its failure as plain text:
-    a public error with its status, anything else a 500 whose details go to TensorBoard's log, not to the page."""
+@dataclass(frozen=True)
+class Answer:
+    """What a route hands to `http_util.Respond`: a body (bytes, or data it serialises), its type, and the rest."""
+
+    body: object
+    mime_type: str
+    code: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_encoding: str | None = None
+
+
+@dataclass(frozen=True)
+class SerialisedReport:
+    """A published report as the `/report` route sends it."""
+
+    report: Report
+    etag: str
+    gzipped: bytes
+
+
+def _gzip(data: bytes) -> bytes:
+    # As TensorBoard compresses (level 3, no timestamp), once per report instead of once per request.
+    return gzip.compress(data, compresslevel=3, mtime=0)
+
+
+def _answer(request: wrappers.Request, produce: Callable[[], Answer | tuple[object, str]]) -> wrappers.Response:
+    """`produce()`'s answer, or `(body, mime type)`, through TensorBoard's `http_util.Respond` (which unzips a
+    gzipped body for a client that does not take gzip), or its failure as plain text: a public error with its
+    status, anything else a 500 whose details go to TensorBoard's log, not to the page."""
     try:
-        body, mime_type = produce()
+        produced = produce()
     except errors.PublicError as error:
         return http_util.Respond(request, str(error), "text/plain", code=error.http_code, headers=error.headers)
     except Exception:
@@ -182,7 +239,15 @@ def _answer(request: wrappers.Request, produce: Callable[[], tuple[object, str]]
         return http_util.Respond(
             request, "VarScope failed on this request; TensorBoard's log says why", "text/plain", code=500
         )
-    return http_util.Respond(request, body, mime_type)
+    answer = produced if isinstance(produced, Answer) else Answer(*produced)
+    return http_util.Respond(
+        request,
+        answer.body,
+        answer.mime_type,
+        code=answer.code,
+        headers=answer.headers,
+        content_encoding=answer.content_encoding,
+    )
 
 
 def _required(name: str, value: str | None) -> str:
