@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
 import re
 import sys
 import textwrap
@@ -16,8 +17,9 @@ from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
 from tb_varscope_plugin.reading.logdir import run_names
 from tb_varscope_plugin.report import scan
 from tb_varscope_plugin.rewrite.split import SplitError, format_split, split_logdir
-from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Report, RunReport
+from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Report, ReportWarning, RunReport
 
+FORMATS = ("text", "json", "github")
 CLEAN, COLLISIONS, USAGE = 0, 1, 2
 INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
 WIDTH = 100
@@ -52,7 +54,18 @@ def _parser() -> argparse.ArgumentParser:
         "repeat for several; default: found beside each run",
     )
     scan_parser.add_argument("--run", metavar="REGEX", help="only runs whose name matches this regular expression")
-    scan_parser.add_argument("--json", action="store_true", help="print the report as JSON (schema tb-varscope/1)")
+    output = scan_parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text: the report for people (default); json: the document, schema tb-varscope/1; "
+        "github: GitHub Actions annotations, one ::error per collision and one ::warning per damaged file",
+    )
+    output.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
+    scan_parser.add_argument(
+        "-v", "--verbose", action="store_true", help="text: each lane's evidence, and every warning"
+    )
     split_parser = commands.add_parser(
         "split",
         help="write a copy of a logdir in which every colliding lane is a tag of its own",
@@ -90,7 +103,7 @@ def _scan(args: argparse.Namespace) -> int:
     problem = _logdir_problem(args.logdir) or _missing_checkpoint(args.checkpoint or [])
     if problem:
         return _fail(problem)
-    progress = _Progress() if sys.stderr.isatty() and not args.json else None
+    progress = _Progress() if sys.stderr.isatty() and args.format == "text" else None
     try:
         report = scan(args.logdir, args.checkpoint, run_filter=run_filter, progress=progress)
     finally:
@@ -98,11 +111,13 @@ def _scan(args: argparse.Namespace) -> int:
             progress.done()
     if not report["runs"]:
         return _fail(_no_run(args.logdir, args.run, report))
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+    if args.format == "json":
+        text = json.dumps(report, indent=2) + "\n"
+    elif args.format == "github":
+        text = format_github(report)
     else:
-        sys.stdout.write(format_report(report))
+        text = format_report(report, args.verbose)
+    sys.stdout.write(text)
     return COLLISIONS if report["summary"]["collisions"] else CLEAN
 
 
@@ -171,7 +186,7 @@ class _Progress:
 
     def __call__(self, run: str) -> None:
         self.runs += 1
-        sys.stderr.write(f"\r\033[Kreading run {self.runs}: {run[:70]}")
+        sys.stderr.write(f"\r\033[Kreading run {self.runs}: {_printable(run)[:70]}")
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -179,72 +194,272 @@ class _Progress:
         sys.stderr.flush()
 
 
-def format_report(report: Report) -> str:
-    """The report as a person reads it: a block per run with a collision or a warning, then one summary line."""
-    lines = []
-    for run in report["runs"]:
-        if run["collisions"] or run["warnings"]:
-            lines.extend(_run_block(run))
-            lines.append("")
-    for warning in report.get("warnings", []):
-        lines.append(f"warning: {warning['file']}: {warning['message']}")
-    lines.append(_summary_line(report))
+def format_report(report: Report, verbose: bool = False) -> str:
+    """The report as a person reads it: a table of the runs with something to say, the clean runs in one line,
+    one block per cause (its explanation and fix once, then the tags and lanes it covers), the warnings, and a
+    closing line that counts collisions and warnings. `verbose` adds each lane's evidence and every warning."""
+    logdir = report["logdir"]
+    flagged = [run for run in report["runs"] if run["collisions"] or run["warnings"]]
+    clean = [run["run"] for run in report["runs"] if not (run["collisions"] or run["warnings"])]
+    lines = _table(logdir, flagged) if flagged else []
+    if clean:
+        lines.append(_clean_line(clean, everything=not flagged))
+    causes = _causes(report)
+    for number, cause in enumerate(causes, 1):
+        lines.extend(["", *_cause_block(number, len(causes), cause, verbose)])
+    warnings = _warnings(report)
+    if warnings:
+        lines.extend(
+            ["", f"{_plural(len(warnings), 'warning')} (what could not be read is left out, the rest is read):"]
+        )
+        shown = warnings if verbose else warnings[:MAX_WARNINGS]
+        for where, w in shown:
+            lines.extend(_wrapped(f"{where}: {_relative(logdir, w['file'])}{_offset(w)}: {w['message']}", "  "))
+        if len(shown) < len(warnings):
+            lines.append(f"  ... and {len(warnings) - len(shown)} more (--verbose lists them all)")
+    lines.extend(["", _summary_line(report, len(causes))])
     # Run, tag and file names come from the logdir: control characters in them must not drive the terminal.
     return "\n".join(_printable(line) for line in lines) + "\n"
 
 
+MAX_WARNINGS = 20  # a logdir of damaged files could print thousands; --verbose shows them all
+
+
 def _printable(text: str) -> str:
+    # Control characters and bidirectional overrides (U+202E) are not printable: they are shown as escapes.
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _run_block(run: RunReport) -> list[str]:
-    files = _plural(run["event_files"], "event file")
-    tags = _plural(run["histogram_tags"], "histogram tag")
-    checkpoint = run["checkpoint"]
-    if checkpoint is None:
-        named_by = "no checkpoint found"
-    else:
-        named_by = f"checkpoint {checkpoint['path']} ({checkpoint['format']}, {checkpoint['variables']} variables)"
-    lines = [f"run {run['run']}: {files}, {tags}; {named_by}"]
-    for collision in run["collisions"]:
-        lines.extend(_collision_block(collision))
-    for warning in run["warnings"]:
-        lines.append(f"  warning: {warning['file']} at offset {warning['offset']}: {warning['message']}")
-    return lines
-
-
-def _collision_block(collision: Collision) -> list[str]:
-    steps = collision["steps"]
-    first, last = collision["first_step"], collision["last_step"]
-    span = f"step {first}" if steps == 1 else f"steps {first}..{last}"
-    if collision["kind"] == SAME_STEP:
-        who = f"{collision['writers']} writers per step"
-    else:
-        who = f"{collision['writers']} event files at one step"
-    lines = [f"  COLLISION {collision['tag']}  [{collision['kind']}] {who}, {_plural(steps, 'step')} affected ({span})"]
-    for lane in collision["lanes"]:
-        variable = lane["variable"] or "(unknown variable)"
-        shape = "" if lane["shape"] is None else " shape " + "x".join(str(d) for d in lane["shape"])
-        lines.append(
-            f"    lane {lane['lane']}: {variable}{shape}, {_plural(lane['elements'], 'element')},"
-            f" confidence {lane['confidence']:.0%}"
+def _table(logdir: str, runs: list[RunReport]) -> list[str]:
+    """One row per run with a collision or a warning: what a reader scans first."""
+    header = ("run", "collisions", "worst tag", "writers", "warnings", "checkpoint")
+    rows = []
+    for run in runs:
+        worst = max(run["collisions"], key=lambda c: (c["writers"], c["steps"]), default=None)
+        checkpoint = run["checkpoint"]
+        rows.append(
+            (
+                _printable(run["run"]),
+                str(len(run["collisions"])),
+                "-" if worst is None else _printable(worst["tag"]),
+                "-" if worst is None else str(worst["writers"]),
+                str(len(run["warnings"])),
+                "none" if checkpoint is None else _printable(_from_run(logdir, run["run"], checkpoint["path"])),
+            )
         )
-        lines.extend(_wrapped(lane["evidence"], "      "))
-    if collision["kind"] == CROSS_FILE:
-        lines.append("    files: " + ", ".join(collision["files"]))
-    lines.extend(_wrapped("why: " + collision["explanation"], "    "))
-    lines.extend(_wrapped("fix: " + collision["fix"], "    "))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    # Names give way until a row fits: the checkpoint path first, then the wider of run name and tag.
+    excess = sum(widths) + 2 * (len(header) - 1) - WIDTH
+    shrink = min(excess, widths[5] - _NAME_MIN)
+    if shrink > 0:
+        widths[5] -= shrink
+        excess -= shrink
+    while excess > 0 and max(widths[0], widths[2]) > _NAME_MIN:
+        widths[0 if widths[0] >= widths[2] else 2] -= 1
+        excess -= 1
+    numeric, last = {1, 3, 4}, len(header) - 1
+    return [
+        "  ".join(
+            cell.rjust(width) if i in numeric else _fit(cell, width, i == last).ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+_NAME_MIN = 12
+
+
+def _fit(cell: str, width: int, last: bool) -> str:
+    # The end of a run name, tag or path tells it from its neighbours (`seed-2/train`, `dense_2/kernel`). The
+    # last column (the checkpoint) may run over rather than lose part of its file name.
+    if len(cell) <= width:
+        return cell
+    name = cell.rsplit("/", 1)[-1]
+    if last and len(name) + 4 > width:
+        return cell if len(cell) <= len(name) + 4 else ".../" + name
+    return "..." + cell[len(cell) - width + 3 :]
+
+
+def _clean_line(names: list[str], everything: bool) -> str:
+    head = f"{'all ' if everything and len(names) > 1 else ''}{_plural(len(names), 'run')} clean"
+    line = f"{head}: {', '.join(names)}"
+    if len(line) <= WIDTH:
+        return line
+    shown: list[str] = []
+    for name in names:
+        more = f", ... ({len(names) - len(shown) - 1} more)"
+        if len(f"{head}: {', '.join([*shown, name])}{more}") > WIDTH:
+            break
+        shown.append(name)
+    return f"{head}: {', '.join(shown)}, ... ({len(names) - len(shown)} more)"
+
+
+class _Cause:
+    """Collisions explained alike: the same kind, and explanation and fix that differ only in tag and counts."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.collisions: list[tuple[str, Collision]] = []  # (run, collision)
+
+
+def _causes(report: Report) -> list[_Cause]:
+    causes: dict[tuple[str, str, str], _Cause] = {}
+    for run in report["runs"]:
+        for collision in run["collisions"]:
+            key = (
+                collision["kind"],
+                _shape_of(collision["explanation"], collision),
+                _shape_of(collision["fix"], collision),
+            )
+            causes.setdefault(key, _Cause(collision["kind"])).collisions.append((run["run"], collision))
+    # Most collisions first: the cause to fix first.
+    return sorted(causes.values(), key=lambda cause: -len(cause.collisions))
+
+
+def _shape_of(text: str, collision: Collision) -> str:
+    # What is left of a text once its collision's own tag (its first mention; later ones are examples such as
+    # "(`kernel`, `bias`)") and its counts are taken out.
+    return re.sub(r"\d+", "#", text.replace(f"`{collision['tag']}`", "`\0`", 1))
+
+
+def _cause_block(number: int, count: int, cause: _Cause, verbose: bool) -> list[str]:
+    collisions = [collision for _, collision in cause.collisions]
+    runs = {run for run, _ in cause.collisions}
+    lines = [
+        f"cause {number} of {count} [{cause.kind}]: {_plural(len(collisions), 'tag')} in {_plural(len(runs), 'run')}"
+    ]
+    first = collisions[0]
+    alike = all(c["explanation"] == first["explanation"] for c in collisions)
+    lines.extend(
+        _wrapped(
+            ("why: " if alike else f"why (for `{first['tag']}`, the others alike): ") + first["explanation"],
+            "  ",
+        )
+    )
+    lines.extend(_wrapped("fix: " + first["fix"], "  "))
+    for run, collision in cause.collisions:
+        lines.extend(_collision_lines(run, collision, verbose))
     return lines
 
 
-def _summary_line(report: Report) -> str:
+def _collision_lines(run: str, collision: Collision, verbose: bool) -> list[str]:
+    lines = [f"  {run}: {collision['tag']}  {_how_often(collision)}", *_lane_lines(collision, verbose)]
+    if collision["kind"] == CROSS_FILE:
+        lines.extend(_wrapped("files: " + ", ".join(collision["files"]), "    "))
+    return lines
+
+
+def _how_often(collision: Collision) -> str:
+    steps, first, last = collision["steps"], collision["first_step"], collision["last_step"]
+    if steps == 1:
+        span = f"at step {first}"
+    elif steps == last - first + 1:
+        span = f"at steps {first}..{last}"
+    else:
+        span = f"at {steps} steps from {first} to {last}"
+    if collision["kind"] == SAME_STEP:
+        return f"{collision['writers']} writers per step {span}"
+    return f"{collision['writers']} event files hold it {span}"
+
+
+def _lane_lines(collision: Collision, verbose: bool) -> list[str]:
+    """One aligned line per lane (variable, shape, elements, confidence), and with `verbose` its evidence."""
+    lanes = collision["lanes"]
+    names = [_printable(lane["variable"] or "(not named)") for lane in lanes]
+    shapes = ["" if lane["shape"] is None else str(lane["shape"]) for lane in lanes]
+    name_width = max(map(len, names), default=0)
+    shape_width = max(map(len, shapes), default=0)
+    digits = len(str(len(lanes) - 1)) if lanes else 1
+    lines = []
+    for lane, name, shape in zip(lanes, names, shapes, strict=True):
+        elements = _plural(lane["elements"], "element")
+        if lane["variable"]:
+            elements += f", confidence {lane['confidence']:.0%}"
+        cells = [f"lane {lane['lane']:>{digits}}", name.ljust(name_width), shape.ljust(shape_width), elements]
+        lines.append("    " + "  ".join(cell for cell in cells if cell))
+        if verbose:
+            lines.extend(_wrapped(lane["evidence"], "      "))
+    return lines
+
+
+def _warnings(report: Report) -> list[tuple[str, ReportWarning]]:
+    """Every warning with where it belongs: a run's name, or `logdir` for directories that could not be listed."""
+    found = [("logdir", warning) for warning in report["warnings"]]
+    found.extend((f"run {run['run']}", warning) for run in report["runs"] for warning in run["warnings"])
+    return found
+
+
+def _offset(warning: ReportWarning) -> str:
+    return f" at offset {warning['offset']}" if warning["offset"] else ""
+
+
+def _from_run(logdir: str, run: str, path: str) -> str:
+    # A checkpoint is mostly beside its run, so it is shown from the run's directory: `model.weights.h5`, `../ckpt`.
+    relative = _relative(logdir, path)
+    return relative if relative == path else posixpath.relpath(relative, run)
+
+
+def _relative(logdir: str, path: str) -> str:
+    # Paths under the logdir are shown from it, as run names are; others (a --checkpoint elsewhere) as given.
+    prefix = logdir.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
+
+
+def format_github(report: Report) -> str:
+    """GitHub Actions workflow commands: an `::error` per collision on its event file, a `::warning` per file
+    that could not be read in full, then the closing line, so a workflow run shows each in its annotations."""
+    logdir, lines = report["logdir"], []
+    for run in report["runs"]:
+        for collision in run["collisions"]:
+            directory = logdir if run["run"] == "." else posixpath.join(logdir, run["run"])
+            title = f"histogram tag {collision['tag']} collides ({collision['kind']})"
+            message = "\n".join(
+                [
+                    f"run {run['run']}: {collision['tag']} {_how_often(collision)}",
+                    *(line.strip() for line in _lane_lines(collision, verbose=False)),
+                    *(["files: " + ", ".join(collision["files"])] if collision["kind"] == CROSS_FILE else []),
+                    "why: " + collision["explanation"],
+                    "fix: " + collision["fix"],
+                ]
+            )
+            path = posixpath.join(directory, collision["files"][0])
+            lines.append(_workflow_command("error", path, title, message))
+    by_file: dict[str, list[ReportWarning]] = {}
+    for _, warning in _warnings(report):
+        by_file.setdefault(warning["file"], []).append(warning)
+    for path, warnings in by_file.items():
+        message = "\n".join(f"{_offset(w).strip()}: {w['message']}".lstrip(": ") for w in warnings)
+        lines.append(_workflow_command("warning", path, "tb-varscope could not read all of this", message))
+    lines.append(_printable(_summary_line(report, len(_causes(report)))))
+    return "\n".join(lines) + "\n"
+
+
+def _workflow_command(command: str, path: str, title: str, message: str) -> str:
+    # GitHub's escaping (actions/toolkit's escapeData and escapeProperty): `%`, CR and LF in the message, and also
+    # `:` and `,` in a property, which they would end. Names are made printable first, so only our newlines remain.
+    def data(text: str) -> str:
+        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def prop(text: str) -> str:
+        return data(_printable(text)).replace(":", "%3A").replace(",", "%2C")
+
+    printable = "\n".join(_printable(line) for line in message.split("\n"))
+    return f"::{command} file={prop(path)},title={prop(title)}::{data(printable)}"
+
+
+def _summary_line(report: Report, causes: int) -> str:
     summary = report["summary"]
     runs, tags, collisions = summary["runs"], summary["histogram_tags"], summary["collisions"]
-    read = f"{_plural(runs, 'run')}, {_plural(tags, 'histogram tag')} read"
+    read = f"{_plural(tags, 'histogram tag')} read"
+    warned = _plural(summary["warnings"], "warning") if summary["warnings"] else "no warnings"
     if not collisions:
-        return f"No colliding histogram tags ({read})."
+        return f"No colliding histogram tags: {_plural(runs, 'run')}, {read}, {warned}."
     colliding_runs = sum(1 for run in report["runs"] if run["collisions"])
-    return f"{_plural(collisions, 'collision')} in {colliding_runs} of {read}."
+    return (
+        f"{_plural(collisions, 'collision')} ({_plural(causes, 'cause')}) in {colliding_runs} of "
+        f"{_plural(runs, 'run')}, {read}, {warned}."
+    )
 
 
 def _wrapped(text: str, indent: str) -> list[str]:

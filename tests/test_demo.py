@@ -100,5 +100,6 @@ def test_cli_on_the_demo_reports_collisions_like_a_linter(demo_logs, capsys) -> 
     assert main(["scan", str(demo_logs[0])]) == 1
 
     out = capsys.readouterr().out
-    assert "COLLISION my_variable1_0/histogram" in out
-    assert out.rstrip().endswith("3 collisions in 2 of 4 runs, 18 histogram tags read.")
+    assert "1-tfkeras-init-weight/train: my_variable1_0/histogram  3 writers per step at steps 0..2" in out
+    assert "2 runs clean: 2-tfkeras-build-weight/train, 4-keras3-v-path" in out
+    assert out.rstrip().endswith("3 collisions (2 causes) in 2 of 4 runs, 18 histogram tags read, no warnings.")

@@ -88,14 +88,13 @@ def test_cli_exit_status_is_a_linters(tmp_path, capsys):
     layered_run(str(dirty / "run" / "events.out.tfevents.1.x"), "my_variable1_0/histogram", [3, 3, 3], steps=2)
 
     assert main(["scan", str(clean)]) == 0
-    assert "No colliding histogram tags (1 run, 1 histogram tag read)." in capsys.readouterr().out
+    assert "No colliding histogram tags: 1 run, 1 histogram tag read, no warnings." in capsys.readouterr().out
 
     assert main(["scan", str(dirty)]) == 1
     out = capsys.readouterr().out
-    assert "COLLISION my_variable1_0/histogram" in out
-    assert "3 writers per step" in out
+    assert "run: my_variable1_0/histogram  3 writers per step at steps 0..1" in out
     assert "build()" in out
-    assert out.rstrip().endswith("1 collision in 1 of 1 run, 1 histogram tag read.")
+    assert out.rstrip().endswith("1 collision (1 cause) in 1 of 1 run, 1 histogram tag read, no warnings.")
 
 
 def test_cli_json_is_the_report_alone_on_stdout(tmp_path, capsys):

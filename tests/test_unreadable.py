@@ -65,5 +65,4 @@ def test_control_characters_in_names_do_not_reach_the_terminal(tmp_path, capsys)
     assert main(["scan", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
-    assert "run red\\x1b[31mrun:" in out
-    assert "COLLISION k\\x07" in out
+    assert "red\\x1b[31mrun: k\\x07  2 writers per step" in out
