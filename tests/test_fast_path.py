@@ -30,12 +30,15 @@ def parsed_values(path):
     found: dict[str, list] = {}
     for offset, payload in read_records(path):
         try:
-            values = events.histogram_values(payload, plugins)
+            event = events.parse_event(payload)
         except DecodeError:
             return found, offset
+        values = events.histogram_values(event, plugins)
         if values is not None:
             step, wall_time, tags = values
             for index, tag, encoding in tags:
+                if events.value_problem(event.summary.value[index]) is not None:
+                    continue  # left out of the index, as a warning
                 series = found.setdefault(tag, [])
                 series.append((step, wall_time, offset, index, series[0][4] if series else encoding))
     return found, None

@@ -13,6 +13,8 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.util import tensor_util
 
+from tb_varscope_plugin.reading.fast_path import MAX_COUNT
+
 HISTOGRAMS_PLUGIN = "histograms"
 
 LEGACY = "histo"  # HistogramProto: tf.compat.v1, tensorboardX, torch.utils.tensorboard
@@ -20,6 +22,65 @@ TENSOR = "tensor"  # TF2 summary of the histograms plugin
 LEGACY_FIELD = 0x2A  # the key opening Summary.Value.histo: field 5, length-delimited
 
 parse_event = event_pb2.Event.FromString
+
+# The dtypes a histogram tensor can hold: how `tensor_content` lays each out (native order, as `make_ndarray` reads
+# it), and the repeated field that holds its values otherwise. Strings, booleans, complex numbers hold no counts.
+_TENSOR_DTYPES = {
+    1: ("f", 4, "float_val"),  # DT_FLOAT
+    2: ("d", 8, "double_val"),  # DT_DOUBLE
+    3: ("i", 4, "int_val"),  # DT_INT32
+    9: ("q", 8, "int64_val"),  # DT_INT64
+    19: ("e", 2, "half_val"),  # DT_HALF, its bits kept in int32s outside tensor_content
+}
+
+
+class BadValue(ValueError):
+    """A histogram value that frames and parses, but whose contents are no `(k, 3)` buckets of counts."""
+
+
+def value_problem(value: summary_pb2.Summary.Value) -> str | None:
+    """Why a histogram value (one `histogram_values` found) cannot be decoded into `(k, 3)` buckets, or None.
+
+    Checked from the sizes the value states against what it holds, before anything is allocated from them: a
+    shape of [2^40, 3] over one float is refused here, not broadcast into terabytes by `make_ndarray`.
+    """
+    if value.HasField(LEGACY):
+        histo = value.histo
+        counts = histo.bucket
+        if len(counts) != len(histo.bucket_limit):
+            return f"{len(counts)} bucket counts for {len(histo.bucket_limit)} bucket limits"
+        return _counts_problem(counts)
+    tensor = value.tensor
+    layout = _TENSOR_DTYPES.get(tensor.dtype)
+    if layout is None:
+        return f"a tensor of dtype {tensor.dtype}, which holds no counts"
+    code, size, field = layout
+    shape = [d.size for d in tensor.tensor_shape.dim]
+    if len(shape) != 2 or shape[1] != 3 or shape[0] < 0:
+        return f"a tensor of shape {shape}, not [k, 3]"
+    content = tensor.tensor_content
+    if content:
+        if len(content) != 3 * shape[0] * size:
+            return f"{len(content)} content bytes for a tensor of {shape[0] * 3} values of {size} bytes"
+        return _counts_problem(np.frombuffer(content, dtype=code)[2::3].tolist())
+    values = getattr(tensor, field)
+    if len(values) != 3 * shape[0]:
+        # make_ndarray would repeat the last value to fill the shape: a few bytes could claim gigabytes.
+        return f"{len(values)} values for a tensor of shape {shape}"
+    if code == "e":
+        return _counts_problem(np.array(values, dtype=np.uint16).view(np.float16)[2::3].tolist())
+    return _counts_problem(values[2::3])
+
+
+def _counts_problem(counts) -> str | None:
+    total = sum(counts)
+    if 0 <= total <= MAX_COUNT and min(counts, default=0) >= 0:
+        return None
+    if total != total:
+        return "a bucket count is NaN"
+    if min(counts) < 0:
+        return f"a bucket count is negative ({min(counts):g})"
+    return f"bucket counts add up to {total:g}, more than any tensor holds"
 
 
 def parsed_prefix(payloads: list[bytes]) -> int:
@@ -36,13 +97,14 @@ def parsed_prefix(payloads: list[bytes]) -> int:
         raise
 
 
-def histogram_values(payload: bytes, plugins: dict[str, str]) -> tuple[int, float, list[tuple[int, str, str]]] | None:
+def histogram_values(
+    event: event_pb2.Event, plugins: dict[str, str]
+) -> tuple[int, float, list[tuple[int, str, str]]] | None:
     """`(step, wall_time, [(index in the summary, tag, encoding), ...])` for an event holding histograms, else None.
 
     `plugins` maps tag to plugin name for one event file: TF2 writers attach a value's metadata only to the
     first value of each tag in a file, so later values are recognised from what the file said before.
     """
-    event = parse_event(payload)
     # An event without a summary has no values, and HasField is about twice as fast as WhichOneof; the two oneof
     # members can be tested in either order.
     found = []
@@ -70,7 +132,12 @@ def decode_histogram(value: summary_pb2.Summary.Value) -> np.ndarray:
     runs backwards. (Python's `data_compat.migrate_value`, used with `--load_fast=false`, drops empty end buckets
     first; tests/test_bucket_decoding.py pins exactly where the two differ.) Code that bins values on these edges
     uses `monotone_edges`.
+
+    Raises BadValue for a value `value_problem` refuses.
     """
+    problem = value_problem(value)
+    if problem is not None:
+        raise BadValue(problem)
     if value.WhichOneof("value") == LEGACY:
         histo = value.histo
         limits = list(histo.bucket_limit)

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Counts count a tensor's elements: their total is a whole number no tensor can exceed, and float64 counts stay
+# exact up to 2^53 (a 72-petabyte tensor of bytes).
+MAX_COUNT = float(2**53)
+
 
 @dataclass(frozen=True)
 class SingleValues:
@@ -29,6 +33,8 @@ class SingleValues:
     tag_end: np.ndarray  # int64, into data
     key_of: np.ndarray  # int64: which of `key_first` has record i's tag and field bytes; -1 where not simple
     key_first: np.ndarray  # int64: the first record of each distinct tag-and-field key
+    value_start: np.ndarray  # int64, into data: where the body of the value's one field starts
+    value_end: np.ndarray  # int64, into data: where it ends
 
 
 def single_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> SingleValues:
@@ -54,13 +60,79 @@ def single_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Sin
     # One length-delimited field (field 2..15: histo, tensor, image, ...), then metadata (field 9) or the end.
     field = _byte(data, tag_end)
     simple &= ((field & 0x07) == 2) & (field >= 0x12) & (field < 0x80) & (tag_end < ends)
-    at, length = _length_delimited(data, tag_end, simple)
-    at = at + length
+    value_start, length = _length_delimited(data, tag_end, simple)
+    at = value_end = value_start + length
     metadata = (at < ends) & (_byte(data, at) == 0x4A)
     after, length = _length_delimited(data, at, metadata)
     simple &= (at == ends) | (metadata & (after + length == ends))
     key_of, key_first = _distinct_keys(data, tag_start, tag_end + 1, simple)
-    return SingleValues(simple, wall_time, step, tag_start, tag_end, key_of, key_first)
+    return SingleValues(simple, wall_time, step, tag_start, tag_end, key_of, key_first, value_start, value_end)
+
+
+def plain_histograms(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, legacy: np.ndarray) -> np.ndarray:
+    """Which of the histogram values `data[starts[i]:ends[i]]` (a HistogramProto where `legacy`, else a
+    TensorProto) are laid out as writers lay them out and hold sound counts, read from their bytes all at once.
+
+    True means the value certainly decodes: a float64 tensor of shape [k, 3] (k > 0) whose content is 24k bytes,
+    or a legacy histogram with as many counts as limits; and every count finite, not negative, and their total at
+    most `MAX_COUNT`. False means only "not shown here": `events.value_problem` decides, one value at a time.
+    """
+    plain_tensor, content, k = _plain_tensors(data, starts, ends)
+    plain_legacy, buckets, n = _plain_legacy(data, starts, ends)
+    plain = np.where(legacy, plain_legacy, plain_tensor)
+    count_start = np.where(legacy, buckets, content + 16)  # a tensor's counts are its every third float64
+    counts = np.where(legacy, n, k)
+    stride = np.where(legacy, 8, 24)
+    chosen = np.flatnonzero(plain)
+    if not len(chosen):
+        return plain
+    sizes = counts[chosen]
+    group = np.repeat(np.arange(len(chosen)), sizes)
+    first = np.cumsum(sizes) - sizes
+    at = count_start[chosen][group] + stride[chosen][group] * (np.arange(int(sizes.sum())) - first[group])
+    # The float64 at every byte offset, as a view with a one-byte stride: counts are gathered without copying bytes.
+    at_byte = np.ndarray((len(data) - 7,), dtype="<f8", buffer=data, strides=(1,))
+    values = at_byte[at]
+    sound = np.isfinite(values) & (values >= 0)
+    with np.errstate(over="ignore"):  # a total past float64 is inf, which the bound below refuses
+        totals = np.add.reduceat(np.where(sound, values, 0.0), first)
+    bad = np.add.reduceat(~sound, first) > 0
+    plain[chosen] = ~bad & (totals <= MAX_COUNT)
+    return plain
+
+
+def _plain_tensors(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(plain, content start, k)`: `08 02` (float64), shape `12 L {12 l {08 k}} {12 02 08 03}`, `22 24k content`."""
+    at = starts
+    plain = (ends - at >= 12) & (_byte(data, at) == 0x08) & (_byte(data, at + 1) == 0x02)
+    plain &= (_byte(data, at + 2) == 0x12) & (_byte(data, at + 4) == 0x12) & (_byte(data, at + 6) == 0x08)
+    plain &= (_byte(data, at + 3) < 0x80) & (_byte(data, at + 5) < 0x80)  # one-byte lengths, as read below
+    shape_end = at + 4 + _byte(data, at + 3).astype(np.int64)
+    dim_end = at + 6 + _byte(data, at + 5).astype(np.int64)
+    k, size, ok = _varints(data, at + 7, 5)
+    plain &= ok & (at + 7 + size == dim_end) & (shape_end == dim_end + 4)
+    plain &= (_byte(data, dim_end) == 0x12) & (_byte(data, dim_end + 1) == 0x02)
+    plain &= (_byte(data, dim_end + 2) == 0x08) & (_byte(data, dim_end + 3) == 0x03)
+    plain &= _byte(data, shape_end) == 0x22
+    content, length = _length_delimited(data, shape_end, plain)
+    k = np.where(plain, k, 0).astype(np.int64)
+    plain &= (k > 0) & (content + length == ends) & (length == 24 * k)
+    return plain, content, np.where(plain, k, 0)
+
+
+def _plain_legacy(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(plain, counts start, n)`: min, max, num, sum, sum_squares (fixed64 fields 1-5, each left out when 0), then
+    packed `bucket_limit` (`32`) and `bucket` (`3a`) of n doubles each, and nothing else."""
+    at = starts
+    for key in (0x09, 0x11, 0x19, 0x21, 0x29):
+        at = np.where((at < ends) & (_byte(data, at) == key), at + 9, at)
+    plain = (at < ends) & (_byte(data, at) == 0x32)
+    limits, length = _length_delimited(data, at, plain)
+    at = limits + length
+    plain &= (length > 0) & (length % 8 == 0) & (_byte(data, at) == 0x3A)
+    counts, count_length = _length_delimited(data, at, plain)
+    plain &= (count_length == length) & (counts + count_length == ends)
+    return plain, counts, np.where(plain, length // 8, 0)
 
 
 def _distinct_keys(

@@ -18,6 +18,9 @@ from tb_varscope_plugin.reading import events, fast_path
 from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, read_record_at
 from tb_varscope_plugin.schema import ReportWarning
 
+# A file's values that do not decode are each a warning up to this many; past it they are counted, not listed.
+SKIPPED_SHOWN = 10
+
 
 class Series:
     """The values one event file holds for one tag, in the order they were written."""
@@ -68,9 +71,11 @@ class EventFile:
         self._tags: list[str] = []
         self._kinds: dict[bytes, int] = {}  # a single value's tag bytes and field key -> tag id, or -1: no histogram
         self.error: str | None = None  # why the last reload could not read the file (it vanished, say)
+        self.skipped: list[ReportWarning] = []  # the first values left out because they do not decode
+        self.skipped_more = 0  # how many more were left out
 
     # What reading changes: a forked reader sends exactly this back, and the parent restores it.
-    STATE = ("reader", "series", "_plugins", "_tag_ids", "_tags", "_kinds", "error")
+    STATE = ("reader", "series", "_plugins", "_tag_ids", "_tags", "_kinds", "error", "skipped", "skipped_more")
 
     def snapshot(self) -> tuple:
         """The state reading built, picklable, for `restore` in another process."""
@@ -103,9 +108,8 @@ class EventFile:
         count = events.parsed_prefix(block.payloads)
         payloads = block.payloads[:count]
         starts = block.starts[:count] + HEADER
-        fast = fast_path.single_values(
-            np.frombuffer(block.data, dtype=np.uint8), starts, starts + block.lengths[:count]
-        )
+        data = np.frombuffer(block.data, dtype=np.uint8)
+        fast = fast_path.single_values(data, starts, starts + block.lengths[:count])
         raw = block.data
         keys = [
             raw[start : end + 1]
@@ -119,23 +123,53 @@ class EventFile:
         first_seen = [first for key, first in zip(keys, fast.key_first.tolist(), strict=True) if key not in kinds]
         slow: list[tuple[int, int, int, str, int, float]] = []  # (record, index, tag id, encoding, step, wall_time)
         for record in sorted(np.flatnonzero(~fast.simple[:count]).tolist() + first_seen):
-            found = events.histogram_values(payloads[record], self._plugins)
+            event = events.parse_event(payloads[record])
+            found = events.histogram_values(event, self._plugins)
             if fast.simple[record]:
                 kinds[keys[fast.key_of[record]]] = -1 if found is None else self._tag_id(found[2][0][1])
             if found is not None:
                 step, wall_time, values = found
+                summary = event.summary.value
                 for index, tag, encoding in values:
-                    slow.append((record, index, self._tag_id(tag), encoding, step, wall_time))
+                    problem = events.value_problem(summary[index])
+                    if problem is None:
+                        slow.append((record, index, self._tag_id(tag), encoding, step, wall_time))
+                    else:
+                        self._skip(block.base + int(block.starts[record]), tag, step, problem)
         key_tags = np.array([kinds[key] for key in keys] + [-1], dtype=np.int64)
         tag_ids = key_tags[fast.key_of]  # key_of -1 (not simple) picks the trailing -1
         tag_ids[first_seen] = -1
         fast_records = np.flatnonzero(tag_ids >= 0)
+        # Every value is checked here, so what the index holds decodes: the report, attribution and /histograms
+        # all see the same values, and a bad one is a warning of its file from the moment it is read. Values laid
+        # out as writers write them are checked from their bytes at once, the rest one at a time.
+        legacy = data.take(fast.tag_end[fast_records], mode="clip") == events.LEGACY_FIELD
+        plain = fast_path.plain_histograms(data, fast.value_start[fast_records], fast.value_end[fast_records], legacy)
+        if not plain.all():
+            keep = plain.copy()
+            for row in np.flatnonzero(~plain).tolist():
+                record = int(fast_records[row])
+                problem = events.value_problem(events.parse_event(payloads[record]).summary.value[0])
+                if problem is None:
+                    keep[row] = True
+                else:
+                    offset = block.base + int(block.starts[record])
+                    self._skip(offset, self._tags[tag_ids[record]], int(fast.step[record]), problem)
+            fast_records = fast_records[keep]
         if count < len(block.payloads):
             self.reader.mark_damaged(block.base + int(block.starts[count]), "record does not parse as an event")
         if not len(fast_records) and not slow:
             return False
         self._append(block, fast, fast_records, tag_ids[fast_records], slow)
         return True
+
+    def _skip(self, offset: int, tag: str, step: int, problem: str) -> None:
+        """Notes a value left out of the index: a warning for each of the first few of a file, then a count."""
+        if len(self.skipped) < SKIPPED_SHOWN:
+            message = f"histogram of tag {tag!r} at step {step} skipped: {problem}"
+            self.skipped.append({"file": self.path, "offset": offset, "message": message})
+        else:
+            self.skipped_more += 1
 
     def _tag_id(self, tag: str) -> int:
         tag_id = self._tag_ids.get(tag)
@@ -196,7 +230,14 @@ class EventFile:
         return self.reader.offset if damage is None else min(self.reader.offset, damage.offset)
 
     def warnings(self) -> list[ReportWarning]:
-        """The file's damage, or a record cut short at its end, as report warnings."""
+        """The file's damage, or a record cut short at its end, and the values left out, as report warnings."""
+        skipped = list(self.skipped)
+        if self.skipped_more:
+            message = f"{self.skipped_more} more histogram values after this one skipped, for reasons as above"
+            skipped.append({"file": self.path, "offset": self.skipped[-1]["offset"], "message": message})
+        return skipped + self._reading_warnings()
+
+    def _reading_warnings(self) -> list[ReportWarning]:
         if self.error is not None:
             return [{"file": self.path, "offset": self.reader.offset, "message": self.error}]
         damage: Damage | None = self.reader.damage
