@@ -7,12 +7,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from eventlogs import histogram_event, write_events
+from eventlogs import histogram_event, read_records, write_events
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 from test_plugin_routes import client, load_plugin
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.reading.records import RecordReader
 
 Dim = tensor_shape_pb2.TensorShapeProto.Dim
 
@@ -71,7 +70,7 @@ def run_with_bad_value(path: str, bad: summary_pb2.Summary.Value, legacy_run: bo
                 event = event_pb2.Event(step=step, wall_time=event.wall_time, summary=summary_pb2.Summary(value=[bad]))
             events.append(event)
     write_events(path, events)
-    return [offset for offset, _ in RecordReader(path).read()][1 + 3 * 2 + 1]
+    return [offset for offset, _ in read_records(path)][1 + 3 * 2 + 1]
 
 
 def check(tmp_path, bad, message, legacy_run):
