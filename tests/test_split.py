@@ -14,7 +14,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 
 from tb_varscope_plugin import scan
 from tb_varscope_plugin.cli import main
-from tb_varscope_plugin.reading.events import histogram_values
+from tb_varscope_plugin.reading.events import histogram_values, parse_event
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.records import RecordReader
 from tb_varscope_plugin.rewrite.checkpoint_copy import checkpoint_files
@@ -33,7 +33,7 @@ def payloads(path: Path) -> list[bytes]:
 
 def non_histogram_records(path: Path) -> list[bytes]:
     plugins: dict[str, str] = {}
-    return [p for p in payloads(path) if histogram_values(p, plugins) is None]
+    return [p for p in payloads(path) if histogram_values(parse_event(p), plugins) is None]
 
 
 def lane_values(logdir: Path, run: str, tag: str, lane: int) -> list[tuple[int, float, list]]:
