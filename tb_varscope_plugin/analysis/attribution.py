@@ -149,15 +149,9 @@ def match_lanes(
     if not found:
         why = f"no variable in checkpoint `{checkpoint.path}` is named like `{tag}`"
         return [LaneMatch(lane, None, None, 0.0, why) for lane in range(lanes)]
-    # Element counts are read from the index where possible; buckets are decoded only when compared.
-    buckets: dict[int, np.ndarray] = {}
-
-    def lane_buckets(lane: int) -> np.ndarray:
-        if lane not in buckets:
-            buckets[lane] = run.decode(refs[lane])
-        return buckets[lane]
-
-    elements = [int(round(float(lane_buckets(lane)[:, 2].sum()))) for lane in range(lanes)]
+    # All at once: the lanes of one step often lie in one record, which is then read and parsed once.
+    buckets = run.decode_all(refs)
+    elements = [int(round(float(b[:, 2].sum()))) for b in buckets]
     feasible = [[math.prod(v.shape) == elements[lane] for v in found] for lane in range(lanes)]
     if not compare_single and lanes == 1 and sum(feasible[0]) == 1:
         v = found[feasible[0].index(True)]
@@ -171,7 +165,7 @@ def match_lanes(
     distance = np.array(
         [
             [
-                histogram_distance(lane_buckets(lane), loaded(v)) if fits else np.inf
+                histogram_distance(buckets[lane], loaded(v)) if fits else np.inf
                 for v, fits in zip(found, row, strict=True)
             ]
             for lane, row in enumerate(feasible)
@@ -183,7 +177,7 @@ def match_lanes(
     chosen, margins = assign(np.where(np.isfinite(distance), distance + nudge, impossible))
     matches = []
     for lane, (j, margin) in enumerate(zip(chosen, margins, strict=True)):
-        context = _Context(tag, found, elements[lane], named, refs[lane].step, len(lane_buckets(lane)))
+        context = _Context(tag, found, elements[lane], named, refs[lane].step, len(buckets[lane]))
         if j is None or not np.isfinite(distance[lane, j]):
             matches.append(LaneMatch(lane, None, None, 0.0, context.unmatched(sum(feasible[lane]))))
             continue

@@ -97,10 +97,12 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
             encoding = series.encoding
     if not repeated:
         return None
+    lasts = [run.last_ref(tag, lane) for lane in range(writers)]
+    # Decoded together: the last values of a step's lanes often lie in one record, read and parsed once.
+    decoded = iter(run.decode_all([ref for ref in lasts if ref is not None]))
     elements = []
-    for lane in range(writers):
-        last = run.last_ref(tag, lane)
-        buckets = run.decode(last) if last is not None else None
+    for last in lasts:
+        buckets = next(decoded) if last is not None else None
         elements.append(int(round(float(buckets[:, 2].sum()))) if buckets is not None and len(buckets) else 0)
     return FoundCollision(
         tag, SAME_STEP, writers, len(repeated), min(repeated), max(repeated), tuple(files), encoding, tuple(elements)

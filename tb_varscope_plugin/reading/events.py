@@ -159,6 +159,9 @@ def monotone_edges(buckets: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.append(buckets[:, 0], buckets[-1, 1]))
 
 
-def decode_value(payload: bytes, index: int) -> np.ndarray:
-    """Decodes the histogram at position `index` of the summary carried by one event record."""
-    return decode_histogram(parse_event(payload).summary.value[index])
+def summary_values(payload: bytes) -> list[summary_pb2.Summary.Value]:
+    """The summary values of one event record; raises BadValue if it is no event (the file was replaced)."""
+    try:
+        return list(parse_event(payload).summary.value)
+    except DecodeError as error:
+        raise BadValue("the record is no event") from error

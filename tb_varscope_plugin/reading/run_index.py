@@ -12,6 +12,7 @@ from array import array
 from dataclasses import dataclass
 
 import numpy as np
+from tensorboard.compat.proto import summary_pb2
 
 from tb_varscope_plugin.filesystem import READ_ERRORS, PositionedReader, error_reason
 from tb_varscope_plugin.reading import events, fast_path
@@ -25,7 +26,7 @@ SKIPPED_SHOWN = 10
 class Series:
     """The values one event file holds for one tag, in the order they were written."""
 
-    __slots__ = ("steps", "wall_times", "offsets", "indices", "encoding")
+    __slots__ = ("steps", "wall_times", "offsets", "indices", "encoding", "_lanes")
 
     def __init__(self, encoding: str) -> None:
         self.steps = array("q")
@@ -33,18 +34,47 @@ class Series:
         self.offsets = array("q")  # record offset in the file
         self.indices = array("I")  # position of the value in the record's summary
         self.encoding = encoding
+        self._lanes: _Lanes | None = None
 
     def step_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Distinct steps and how many values each holds."""
-        return np.unique(np.frombuffer(self.steps, dtype=np.int64), return_counts=True)
+        lanes = self.lanes()
+        return lanes.steps, lanes.counts
 
     def lane_positions(self, lane: int) -> np.ndarray:
         """Positions, in write order, of the values that were the `lane`-th written at their step."""
-        steps = np.frombuffer(self.steps, dtype=np.int64)
+        lanes = self.lanes()
+        if lane + 1 >= len(lanes.bounds):
+            return lanes.positions[:0]
+        return lanes.positions[lanes.bounds[lane] : lanes.bounds[lane + 1]]
+
+    def lanes(self) -> _Lanes:
+        """The series sorted into lanes, worked out once for each length the series reaches: the report and
+        `/histograms` ask for every lane in turn, and sorting for each would cost lanes x values."""
+        if self._lanes is None or self._lanes.length != len(self.steps):
+            self._lanes = _Lanes.of(np.frombuffer(self.steps, dtype=np.int64))
+        return self._lanes
+
+
+@dataclass(frozen=True)
+class _Lanes:
+    length: int
+    steps: np.ndarray  # distinct steps, sorted
+    counts: np.ndarray  # how many values each step holds
+    most: int  # the largest of counts
+    positions: np.ndarray  # every position, lane by lane, each lane in write order
+    bounds: np.ndarray  # lane k is positions[bounds[k]:bounds[k + 1]]
+
+    @staticmethod
+    def of(steps: np.ndarray) -> _Lanes:
         order = np.argsort(steps, kind="stable")  # stable: within a step, values stay in write order
         ordered = steps[order]
         rank = np.arange(len(steps)) - np.searchsorted(ordered, ordered, side="left")
-        return np.sort(order[rank == lane])
+        by_lane = np.lexsort((order, rank))
+        distinct, counts = np.unique(ordered, return_counts=True)
+        most = int(counts.max()) if len(counts) else 0
+        bounds = np.searchsorted(rank[by_lane], np.arange(most + 1), side="left")
+        return _Lanes(len(steps), distinct, counts, most, order[by_lane], bounds)
 
 
 @dataclass(frozen=True)
@@ -280,7 +310,7 @@ class RunIndex:
 
     def most_per_step(self, tag: str) -> int:
         """How many values of `tag` one file holds at one step at most: above 1 the tag collides within a file."""
-        return max((int(f.series[tag].step_counts()[1].max()) for f in self.files if tag in f.series), default=0)
+        return max((f.series[tag].lanes().most for f in self.files if tag in f.series), default=0)
 
     def shared_steps(self, tag: str) -> dict[int, list[str]]:
         """Steps at which several event files hold `tag` (a resumed or doubled writer), with those files' names."""
@@ -355,15 +385,23 @@ class RunIndex:
         return self.decode_all([ref])[0]
 
     def decode_all(self, refs: list[ValueRef]) -> list[np.ndarray]:
-        """The `(k, 3)` buckets of each value, every file opened once for all of its values."""
+        """The `(k, 3)` buckets of each value, every file opened once for all of its values, and a record holding
+        several of them in a row read and parsed once."""
         sources: dict[str, PositionedReader] = {}
         try:
             found = []
+            record: tuple[str, int] | None = None
+            values: list[summary_pb2.Summary.Value] = []  # the summary values of `record`
             for ref in refs:
-                source = sources.get(ref.file)
-                if source is None:
-                    source = sources[ref.file] = PositionedReader(ref.file)
-                found.append(events.decode_value(read_record_at(ref.file, ref.offset, source), ref.index))
+                if record != (ref.file, ref.offset):
+                    source = sources.get(ref.file)
+                    if source is None:
+                        source = sources[ref.file] = PositionedReader(ref.file)
+                    values = events.summary_values(read_record_at(ref.file, ref.offset, source))
+                    record = (ref.file, ref.offset)
+                if ref.index >= len(values):  # the file was replaced since it was read
+                    raise events.BadValue(f"{ref.file}: the record at offset {ref.offset} has no value {ref.index}")
+                found.append(events.decode_histogram(values[ref.index]))
             return found
         finally:
             for source in sources.values():
