@@ -24,22 +24,31 @@ def _save_weights(path: str, seed: int) -> None:
     model.save_weights(path)
 
 
-def test_a_checkpoint_saved_again_replaces_the_old_one_which_is_closed(tmp_path, monkeypatch):
-    layered_run(str(tmp_path / "run" / "events.out.tfevents.1.a"), "kernel", [12, 12], steps=2)
-    weights = str(tmp_path / "run" / "model.weights.h5")
-    read = []
+@pytest.fixture
+def read(monkeypatch) -> list:
+    """Every checkpoint the report reads, in order."""
+    found: list = []
     real = report_module.read_checkpoint
-    monkeypatch.setattr(report_module, "read_checkpoint", lambda path: read.append(real(path)) or read[-1])
-    index = LogdirIndex(str(tmp_path))
-    index.reload()
-    reporter = Reporter(index)
+    monkeypatch.setattr(report_module, "read_checkpoint", lambda path: found.append(real(path)) or found[-1])
+    return found
 
+
+def _reporter(logdir) -> Reporter:
+    layered_run(str(logdir / "run" / "events.out.tfevents.1.a"), "kernel", [12, 12], steps=2)
+    index = LogdirIndex(str(logdir))
+    reporter.index.reload()
+    return Reporter(index)
+
+
+def test_a_checkpoint_saved_again_replaces_the_old_one_which_is_closed(tmp_path, read):
+    reporter = _reporter(tmp_path)
+    weights = str(tmp_path / "run" / "model.weights.h5")
     for epoch in range(3):
         _save_weights(weights, epoch)
         os.utime(weights, (1000.0 + epoch, 1000.0 + epoch))  # each save a new modification time
-        index.reload()  # discovery sees the logdir as the index's last walk did
+        reporter.index.reload()  # discovery sees the logdir as the index's last walk did
         assert reporter.report()["runs"][0]["checkpoint"]["path"] == weights
-    index.reload()
+    reporter.index.reload()
     reporter.report()  # nothing changed: nothing read again
 
     assert len(read) == 3
@@ -51,20 +60,15 @@ def test_a_checkpoint_saved_again_replaces_the_old_one_which_is_closed(tmp_path,
             old_kernel.load()  # its h5 file was closed when it was replaced
 
 
-def test_a_checkpoint_no_run_uses_any_more_is_closed(tmp_path, monkeypatch):
-    layered_run(str(tmp_path / "run" / "events.out.tfevents.1.a"), "kernel", [12, 12], steps=2)
+def test_a_checkpoint_no_run_uses_any_more_is_closed(tmp_path, read):
+    reporter = _reporter(tmp_path)
     weights = str(tmp_path / "run" / "model.weights.h5")
     _save_weights(weights, 0)
-    read = []
-    real = report_module.read_checkpoint
-    monkeypatch.setattr(report_module, "read_checkpoint", lambda path: read.append(real(path)) or read[-1])
-    index = LogdirIndex(str(tmp_path))
-    index.reload()
-    reporter = Reporter(index)
+    reporter.index.reload()
     assert reporter.report()["runs"][0]["checkpoint"] is not None
 
     os.rename(weights, str(tmp_path / "run" / "model.weights.h5.bak"))
-    index.reload()
+    reporter.index.reload()
     assert reporter.report()["runs"][0]["checkpoint"] is None
     (only,) = read
     with pytest.raises(CheckpointError):
