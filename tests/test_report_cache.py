@@ -36,7 +36,7 @@ def read(monkeypatch) -> list:
 def _reporter(logdir) -> Reporter:
     layered_run(str(logdir / "run" / "events.out.tfevents.1.a"), "kernel", [12, 12], steps=2)
     index = LogdirIndex(str(logdir))
-    reporter.index.reload()
+    index.reload()
     return Reporter(index)
 
 
