@@ -463,7 +463,9 @@ def _summary_line(report: Report, causes: int) -> str:
 
 
 def _wrapped(text: str, indent: str) -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ") or [indent]
+    # Never at a hyphen: a command (`tb-varscope split`) or a flag cut in two cannot be copied from the terminal.
+    lines = textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
+    return lines or [indent]
 
 
 def _plural(count: int, noun: str, plural: str | None = None) -> str:

@@ -13,10 +13,12 @@ from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Collisio
 # tf-keras's callback logs weight.name with ':' made '_': my_variable1:0 becomes my_variable1_0/histogram.
 _TF_KERAS_CALLBACK = re.compile(r"_\d+/histogram$")
 # Every fix ends with how to repair the logs already written, which no logging change can.
-SPLIT_HINT = (
-    "To repair the logs already written, `tb-varscope split LOGDIR OUTDIR` writes a copy in which each lane is a tag "
-    "of its own (a resumed writer's overlapped steps go under `<tag>/superseded`)."
-)
+SPLIT_HINTS = {
+    SAME_STEP: "To repair the logs already written, `tb-varscope split LOGDIR OUTDIR` writes a copy with each lane "
+    "under a tag of its own.",
+    CROSS_FILE: "To repair the logs already written, `tb-varscope split LOGDIR OUTDIR` writes a copy in which the "
+    "older file's values at the shared steps go under `<tag>/superseded`.",
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collisio
         explanation, fix = explain_same_step(found.tag, found.encoding, found.writers)
     else:
         explanation, fix = _explain_cross_file(found)
-    fix = f"{fix} {SPLIT_HINT}"
+    fix = f"{fix} {SPLIT_HINTS[found.kind]}"
     lanes: list[Lane] = [
         {
             "lane": match.lane,
