@@ -230,3 +230,68 @@ def test_records_are_framed_as_tensorboards_record_writer_frames_them(tmp_path, 
     writer.write(payload)
     writer.close()
     assert (tmp_path / "out").read_bytes() == b"".join(expected)
+
+
+def _tf2_events(steps: range, layers: int, shift: float) -> list[event_pb2.Event]:
+    """`kernel` written by `layers` layers per step, metadata on the file's first value only, as TF2 writers do."""
+    events = []
+    for step in steps:
+        for layer in range(layers):
+            event = histogram_event(step, "kernel", np.arange(4.0) + 10 * layer + shift)
+            if events:
+                event.summary.value[0].ClearField("metadata")
+            events.append(event)
+    return events
+
+
+def _first_plugins(path: Path) -> dict[str, str]:
+    """Each tag's plugin name as its first value in the file says it."""
+    found: dict[str, str] = {}
+    for payload in payloads(path):
+        for value in event_pb2.Event.FromString(payload).summary.value:
+            found.setdefault(value.tag, value.metadata.plugin_data.plugin_name)
+    return found
+
+
+def test_a_resumed_run_of_colliding_lanes_splits_lanes_then_supersedes_each(tmp_path):
+    logdir, out = tmp_path / "logs", tmp_path / "out"
+    write_events(str(logdir / "events.out.tfevents.100.a"), _tf2_events(range(0, 4), 2, 0.0))
+    write_events(str(logdir / "events.out.tfevents.200.a"), _tf2_events(range(2, 6), 2, 0.5))
+
+    result = split_logdir(str(logdir), str(out))
+
+    superseded = sorted((m.new_tag, m.steps) for r in result.runs for m in r.moves if m.kind == "superseded")
+    assert superseded == [("kernel/lane_0/superseded", (2, 3)), ("kernel/lane_1/superseded", (2, 3))]
+    assert scan(str(out))["summary"]["collisions"] == 0
+    for lane in range(2):
+        assert [s for s, _, _ in lane_values(out, ".", f"kernel/lane_{lane}", 0)] == list(range(6))
+    lanes = {"kernel/lane_0": "histograms", "kernel/lane_1": "histograms"}
+    moved = {"kernel/lane_0/superseded": "histograms", "kernel/lane_1/superseded": "histograms"}
+    assert _first_plugins(out / "events.out.tfevents.100.a") == lanes | moved
+    assert _first_plugins(out / "events.out.tfevents.200.a") == lanes
+
+
+def test_the_first_value_left_under_a_tag_gets_the_metadata_of_the_one_that_moved(tmp_path):
+    logdir, out = tmp_path / "logs", tmp_path / "out"
+    older = logdir / "events.out.tfevents.100.a"
+    write_events(str(older), _tf2_events(range(0, 6), 1, 0.0))
+    write_events(str(logdir / "events.out.tfevents.200.a"), _tf2_events(range(0, 3), 1, 0.5))
+
+    split_logdir(str(logdir), str(out))
+
+    # The older file's steps 0-2 moved to kernel/superseded, its metadata with them; step 3 now opens `kernel`.
+    assert _first_plugins(out / older.name) == {"kernel/superseded": "histograms", "kernel": "histograms"}
+    assert [s for s, _, _ in lane_values(out, ".", "kernel", 0)] == list(range(6))
+
+
+def test_a_run_linked_in_from_outside_logdir_is_written_under_its_run_name(tmp_path):
+    elsewhere, logdir, out = tmp_path / "elsewhere", tmp_path / "logs", tmp_path / "out"
+    layered_run(str(elsewhere / "events.out.tfevents.1.a"), "kernel", [3, 12], steps=2)
+    logdir.mkdir()
+    (logdir / "linked").symlink_to(elsewhere)
+
+    split_logdir(str(logdir), str(out))
+
+    assert os.listdir(out / "linked") == ["events.out.tfevents.1.a"]
+    assert not (out / "linked").is_symlink()
+    assert scan(str(out))["summary"]["collisions"] == 0

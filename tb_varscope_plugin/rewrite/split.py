@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason, is_local
-from tb_varscope_plugin.reading.run_index import RunIndex
 from tb_varscope_plugin.report import Reporter, read_logdir
 from tb_varscope_plugin.rewrite.checkpoint_copy import checkpoint_files, copy_file
 from tb_varscope_plugin.rewrite.event_copy import SourceError, copy_event_file
@@ -87,7 +86,7 @@ def split_logdir(
     gfile.makedirs(outdir)
     copied_checkpoints: set[str] = set()
     for plan, entry in plans:
-        result.bytes_written += _write_run(plan, entry, logdir, outdir)
+        result.bytes_written += _write_run(plan, entry, outdir)
         if entry.checkpoint is not None and entry.checkpoint_copied and entry.checkpoint not in copied_checkpoints:
             copied_checkpoints.add(entry.checkpoint)
             result.bytes_written += _copy_checkpoint(entry, logdir, outdir)
@@ -110,25 +109,27 @@ def _check_paths(logdir: str, outdir: str, checkpoints: list[str]) -> None:
 
 
 def _relative(path: str, root: str) -> str | None:
-    """`path` relative to `root` (`""` for root itself), or None when it lies outside it."""
+    """`path` relative to `root` (`""` for root itself), or None when it lies outside it, as written or once
+    symlinks are resolved (an OUTDIR reached through a link into LOGDIR is still inside it)."""
+    forms = [(path, root)]
     if is_local(path) and is_local(root):
-        # Real paths: an OUTDIR reached through a symlink into LOGDIR is still inside it.
-        path, root = os.path.realpath(path), os.path.realpath(root)
-    if path == root:
-        return ""
-    prefix = root.rstrip("/") + "/"
-    return path[len(prefix) :] if path.startswith(prefix) else None
+        forms = [(os.path.abspath(path), os.path.abspath(root)), (os.path.realpath(path), os.path.realpath(root))]
+    for p, r in forms:
+        if p == r:
+            return ""
+        prefix = r.rstrip("/") + "/"
+        if p.startswith(prefix):
+            return p[len(prefix) :]
+    return None
 
 
-def _target(path: str, logdir: str, outdir: str) -> str:
-    relative = _relative(path, logdir)
-    assert relative is not None
+def _target(relative: str, outdir: str) -> str:
     return posixpath.join(outdir, relative) if relative else outdir
 
 
-def _write_run(plan: RunPlan, entry: RunSplit, logdir: str, outdir: str) -> int:
-    run: RunIndex = plan.run
-    directory = _target(run.path, logdir, outdir)
+def _write_run(plan: RunPlan, entry: RunSplit, outdir: str) -> int:
+    # By run name, not by path: a run directory may be a symlink to somewhere outside LOGDIR.
+    directory = _target("" if plan.run.name == "." else plan.run.name, outdir)
     gfile.makedirs(directory)
     written = 0
     for file_plan in plan.files:
@@ -148,8 +149,11 @@ def _copy_checkpoint(entry: RunSplit, logdir: str, outdir: str) -> int:
         entry.warnings.append({"file": entry.checkpoint, "offset": 0, "message": f"checkpoint not copied: {error}"})
         return 0
     for path in files:
+        relative = _relative(path, logdir)
+        if relative is None:  # a file the checkpoint's directory links to from outside
+            continue
         try:
-            written += copy_file(path, _target(path, logdir, outdir))
+            written += copy_file(path, _target(relative, outdir))
         except READ_ERRORS as error:
             message = f"checkpoint file not copied ({error_reason(error)})"
             entry.warnings.append({"file": path, "offset": 0, "message": message})
