@@ -6,8 +6,10 @@ to without TensorFlow), so local, S3 and fsspec logdirs behave as in TensorBoard
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass
 
 from tensorboard.compat.tensorflow_stub import errors as fs_errors
@@ -49,6 +51,52 @@ def mtime(path: str) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class Entry:
+    """What a directory entry is, links followed: `kind` "directory", "file", or what else it is ("a FIFO"...);
+    `identity` tells directories apart however they are reached (device and inode where local, else the path)."""
+
+    kind: str
+    identity: tuple
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def entry(path: str) -> Entry:
+    """What `path` is. A local entry that cannot be examined (a dangling link) counts as a file, so reading it
+    says what is wrong; remote filesystems hold only files and directories."""
+    if not is_local(path):
+        return Entry("directory" if gfile.isdir(path) else "file", (path,))
+    try:
+        found = os.stat(path)
+    except OSError:
+        return Entry("file", (path,))
+    if stat.S_ISDIR(found.st_mode):
+        return Entry("directory", (found.st_dev, found.st_ino))
+    kind = next((name for test, name in _SPECIAL if test(found.st_mode)), "file")
+    return Entry(kind, (found.st_dev, found.st_ino))
+
+
+def shown_name(name: str) -> str:
+    """A name as listed, printable: bytes that are not UTF-8 (kept by the listing as surrogates) as `\\xff`."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a listed name is valid UTF-8: TensorBoard's filesystem layer cannot open any other."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def natural_key(text: str) -> list[tuple[int, int | str]]:
     """Sorts names as people count: `ckpt-9` before `ckpt-10`, `dense_2` before `dense_10`."""
     return [(1, int(part)) if part.isdigit() else (0, part) for part in re.split(r"(\d+)", text)]
@@ -71,7 +119,7 @@ class PositionedReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._handle = open(path, "rb") if is_local(path) else None  # noqa: SIM115  # closed by close()
+        self._handle = _open_regular(path) if is_local(path) else None
 
     def read(self, offset: int, size: int) -> bytes:
         """Up to `size` bytes at `offset`; raises what the filesystem layer raises."""
@@ -94,3 +142,16 @@ class PositionedReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_regular(path: str):
+    """`open(path, "rb")` for a regular file only: opening a FIFO would wait for a writer, holding whatever lock
+    the reader holds, so the file is opened without waiting and refused unless it is a regular file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

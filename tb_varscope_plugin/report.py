@@ -15,8 +15,10 @@ from tb_varscope_plugin.analysis.groups import group_tags
 from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
-from tb_varscope_plugin.filesystem import mtime
+from tb_varscope_plugin.filesystem import READ_ERRORS, mtime
+from tb_varscope_plugin.reading.events import BadValue
 from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.reading.records import NoRecord
 from tb_varscope_plugin.reading.run_index import RunIndex
 from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, ReportWarning, RunReport
 
@@ -49,11 +51,8 @@ class Reporter:
         self._stamps = {}
         runs = [self._run_report(run) for _, run in sorted(self.index.runs.items())]
         self._forget_unused_checkpoints()
-        # Directories that could not be listed, so their runs are missing.
-        warnings: list[ReportWarning] = [
-            {"file": directory, "offset": 0, "message": f"could not be listed ({why}); runs in it are not read"}
-            for directory, why in sorted(self.index.unlisted.items())
-        ]
+        # Directories that could not be listed, entries passed over, and runs gone since they were read.
+        warnings = self.index.warnings()
         last = self._last
         if (
             last is not None
@@ -124,15 +123,35 @@ class Reporter:
                 return published
         else:
             try:
-                report = build_run_report(run, checkpoint)
-            except CheckpointError as error:
-                # The index read but a variable's data did not: report the run as if it had no checkpoint.
-                report = build_run_report(run, None)
-                extra = [_checkpoint_warning(checkpoint.path if checkpoint else "", error)]
+                try:
+                    report = build_run_report(run, checkpoint)
+                except CheckpointError as error:
+                    # The index read but a variable's data did not: report the run as if it had no checkpoint.
+                    report = build_run_report(run, None)
+                    extra = [_checkpoint_warning(checkpoint.path if checkpoint else "", error)]
+            except (BadValue, NoRecord, *READ_ERRORS) as error:
+                # An event file changed between the reload and this report: the next reload reads it again, and
+                # until then the run shows what it showed before. Nothing is cached, so the next pass retries.
+                message = f"values could not be read back ({error}); the run is reported again after the next reload"
+                before = cached[3] if cached is not None else _unread(run)
+                return {**before, "warnings": [*run.warnings(), {"file": run.path, "offset": 0, "message": message}]}
             warnings = [*run.warnings(), *extra]
         published = {**report, "warnings": warnings}
         self._runs[run.name] = (key, report, extra, published)
         return published
+
+
+def _unread(run: RunIndex) -> RunReport:
+    """A run's part before anything of it could be reported."""
+    return {
+        "run": run.name,
+        "event_files": len(run.files),
+        "histogram_tags": len(run.histogram_tags()),
+        "checkpoint": None,
+        "warnings": [],
+        "collisions": [],
+        "groups": [],
+    }
 
 
 def _checkpoint_warning(path: str, error: CheckpointError) -> ReportWarning:

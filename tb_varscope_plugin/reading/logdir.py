@@ -8,9 +8,18 @@ from collections.abc import Callable, Iterator
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.filesystem import READ_ERRORS, Listing, error_reason, is_event_file
+from tb_varscope_plugin.filesystem import (
+    READ_ERRORS,
+    Listing,
+    entry,
+    error_reason,
+    is_event_file,
+    is_utf8,
+    shown_name,
+)
 from tb_varscope_plugin.reading.parallel import read_files
 from tb_varscope_plugin.reading.run_index import RunIndex
+from tb_varscope_plugin.schema import ReportWarning
 
 
 def run_name(logdir: str, directory: str) -> str:
@@ -25,6 +34,9 @@ def run_names(logdir: str) -> list[str]:
     return [run_name(index.logdir, directory) for directory, _ in index._event_directories()]
 
 
+NOT_UTF8 = "its name is not valid UTF-8, which TensorBoard's filesystem layer cannot open"
+
+
 class LogdirIndex:
     """Every run under a logdir (or those whose name matches `run_filter`), discovered and read incrementally.
 
@@ -37,6 +49,8 @@ class LogdirIndex:
         self.run_filter = run_filter
         self.runs: dict[str, RunIndex] = {}
         self.unlisted: dict[str, str] = {}  # directory -> why it could not be listed at the last reload
+        self.passed_over: dict[str, str] = {}  # path (printable) -> why the last reload's walk did not read it
+        self.gone: dict[str, ReportWarning] = {}  # run name -> the warning that the walk no longer finds it
         # Every directory the last reload's walk listed, for whatever else needs to know the tree (checkpoint
         # discovery): one walk per reload, however many runs ask.
         self.tree: dict[str, Listing] = {}
@@ -49,15 +63,18 @@ class LogdirIndex:
         many forked processes where that is safe (see `read_files`), and `progress` hears of every run first.
         """
         runs = []
+        found = set()
         for directory, names in self._event_directories():
             name = run_name(self.logdir, directory)
             if self.run_filter is not None and not self.run_filter.search(name):
                 continue
+            found.add(name)
             with self.lock:
+                self.gone.pop(name, None)
                 run = self.runs.get(name)
                 if run is None:
                     run = self.runs[name] = RunIndex(name, directory)
-                run.add_files(names)
+                run.set_files(names)
             if progress is not None:
                 progress(name)
             if processes > 1:
@@ -69,6 +86,7 @@ class LogdirIndex:
                     added.append(f.reload())
             with self.lock:
                 run.read_done(added)
+        self._forget_runs_not_found(found)
         if runs:
             added = read_files([f for run in runs for f in run.files], processes)
             with self.lock:
@@ -76,26 +94,67 @@ class LogdirIndex:
                     run.read_done(added[: len(run.files)])
                     del added[: len(run.files)]
 
+    def _forget_runs_not_found(self, found: set[str]) -> None:
+        """Drops the runs the walk no longer finds, as TensorBoard does, each with a warning until it is back."""
+        with self.lock:
+            for name in [name for name in self.runs if name not in found]:
+                path = self.runs.pop(name).path
+                message = (
+                    f"run {name!r} is no longer found (its directory was renamed or deleted, or holds no event "
+                    "file now): its values are no longer shown"
+                )
+                self.gone[name] = {"file": path, "offset": 0, "message": message}
+
+    def warnings(self) -> list[ReportWarning]:
+        """What the last reload could not read or walk, and the runs it no longer found."""
+        found: list[ReportWarning] = [
+            {"file": directory, "offset": 0, "message": f"could not be listed ({why}); runs in it are not read"}
+            for directory, why in sorted(self.unlisted.items())
+        ]
+        found += [{"file": path, "offset": 0, "message": why} for path, why in sorted(self.passed_over.items())]
+        return found + [self.gone[name] for name in sorted(self.gone)]
+
     def _event_directories(self) -> Iterator[tuple[str, list[str]]]:
         """`(directory, event file names)` for every directory under the logdir that holds event files, in
-        TensorBoard's walk order. A directory that cannot be listed is noted in `unlisted` and skipped."""
+        TensorBoard's walk order. Links are followed, as RustBoard follows them, but no directory is walked twice
+        (a link to `..` would walk forever). What is passed over is noted in `passed_over`, a directory that
+        cannot be listed in `unlisted`."""
         self.unlisted.clear()
+        self.passed_over = {}
         self.tree = {}
+        seen = {entry(self.logdir).identity}
         pending = [self.logdir]
         while pending:
             directory = pending.pop()
             fs = gfile.get_filesystem(directory)
             try:
-                entries = [(name, fs.join(directory, name)) for name in sorted(gfile.listdir(directory))]
-                subdirectories = {name: path for name, path in entries if gfile.isdir(path)}
+                entries = {name: entry(fs.join(directory, name)) for name in sorted(gfile.listdir(directory))}
             except READ_ERRORS as error:
                 self.unlisted[directory] = error_reason(error)
                 continue
-            listing = self.tree[directory] = Listing(
-                tuple(name for name, _ in entries),
-                frozenset(subdirectories),
-            )
-            names = [name for name in listing.names if is_event_file(name) and name not in listing.subdirectories]
+            readable, names, walked = [], [], []
+            subdirectories = set()
+            for name, found in entries.items():
+                path = fs.join(directory, name)
+                if not is_utf8(name):
+                    # RustBoard would list it with U+FFFD for the bytes, but no gfile call can open it.
+                    if found.kind == "directory" or is_event_file(name):
+                        self.passed_over[shown_name(path)] = f"{NOT_UTF8}; not read"
+                    continue
+                readable.append(name)
+                if found.kind == "directory":
+                    subdirectories.add(name)
+                    if found.identity in seen:
+                        self.passed_over[path] = "a link to a directory already walked; not walked again"
+                    else:
+                        seen.add(found.identity)
+                        walked.append(path)
+                elif is_event_file(name):
+                    if found.kind == "file":
+                        names.append(name)
+                    else:
+                        self.passed_over[path] = f"is {found.kind}, not a regular file; not read"
+            self.tree[directory] = Listing(tuple(readable), frozenset(subdirectories))
             if names:
                 yield directory, names
-            pending.extend(reversed(subdirectories.values()))
+            pending.extend(reversed(walked))

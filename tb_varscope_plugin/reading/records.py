@@ -62,11 +62,13 @@ class RecordReader:
     still be flushing it), while a checksum failure is damage: the file is not read past it.
     """
 
-    def __init__(self, path: str, offset: int = 0) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.offset = offset  # end of the last complete, valid record
+        self.offset = 0  # end of the last complete, valid record
         self.pending = 0  # bytes after `offset` that do not yet form a complete record
         self.damage: Damage | None = None
+        self.tail = b""  # the last 4 bytes before `offset` (the last record's CRC): still there if the file is
+        self.rewritten: Damage | None = None  # set by `blocks()` if the file no longer holds what was read of it
         # The length CRC depends on the length alone, and records of one tag mostly share a length: compute each once.
         self._length_crcs: dict[int, int] = {}
 
@@ -76,11 +78,23 @@ class RecordReader:
         Every record's length and payload CRC is checked before its block is handed out; a block ends before the
         first record that fails, and the file is marked damaged there.
         """
-        if self.damage is not None:
-            return
         # One handle for every block of this call: gfile would open the file again for each buffer.
         with PositionedReader(self.path) as source:
-            yield from self._blocks(source)
+            self.rewritten = self._rewritten(source)
+            if self.rewritten is None and self.damage is None:
+                yield from self._blocks(source)
+
+    def _rewritten(self, source: PositionedReader) -> Damage | None:
+        """Whether the file still holds what was read of it: not if it is shorter than that, or if the last record
+        read no longer ends where it did (another file moved in under the name, or the writer started over)."""
+        if not self.offset:
+            return None
+        size = source.size()
+        if size < self.offset:
+            return Damage(self.offset, f"shrank to {size} bytes, below the {self.offset} already read")
+        if source.read(self.offset - FOOTER, FOOTER) != self.tail:
+            return Damage(self.offset, "was overwritten: the last record read no longer ends where it did")
+        return None
 
     def _blocks(self, source: PositionedReader) -> Iterator[Block]:
         unpack_length = _U64.unpack_from
@@ -108,6 +122,7 @@ class RecordReader:
                 block, bad = self._verify(buf, base, first, payloads)
                 if len(block.starts):
                     self.offset = base + int(block.starts[-1] + block.lengths[-1]) + HEADER + FOOTER
+                    self.tail = buf[self.offset - base - FOOTER : self.offset - base]
                     yield block
                 if bad is not None:
                     self.mark_damaged(*bad)
@@ -177,8 +192,12 @@ def _uint32_at(data: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return data[positions[:, None] + np.arange(4)].view("<u4").ravel()
 
 
+class NoRecord(ValueError):
+    """There is no sound record at the offset asked for: the file was truncated or replaced since it was read."""
+
+
 def read_record_at(path: str, offset: int, source: PositionedReader | None = None) -> bytes:
-    """The payload of the record starting at `offset`, checked against its CRCs; raises ValueError if there is none.
+    """The payload of the record starting at `offset`, checked against its CRCs; raises NoRecord if there is none.
 
     One read fetches a histogram's record whole, header and all; `source`, when given, is a reader kept open over
     `path` for many such calls.
@@ -188,16 +207,16 @@ def read_record_at(path: str, offset: int, source: PositionedReader | None = Non
             return read_record_at(path, offset, source)
     first = source.read(offset, RECORD_GUESS)
     if len(first) < HEADER:
-        raise ValueError(f"{path}: no record at offset {offset}")
+        raise NoRecord(f"{path}: no record at offset {offset}")
     length, length_crc = _LENGTH.unpack_from(first)
     if masked_crc32c(first[:8]) != length_crc:
-        raise ValueError(f"{path}: record length at offset {offset} fails its checksum")
+        raise NoRecord(f"{path}: record length at offset {offset} fails its checksum")
     end = HEADER + length + FOOTER
     if len(first) < end:
         if length > MAX_RECORD or offset + end > source.size():
-            raise ValueError(f"{path}: record at offset {offset} claims {length} bytes, which the file does not hold")
+            raise NoRecord(f"{path}: record at offset {offset} claims {length} bytes, which the file does not hold")
         first += source.read(offset + len(first), end - len(first))
     payload = first[HEADER : HEADER + length]
     if len(first) < end or masked_crc32c(payload) != _CRC.unpack_from(first, HEADER + length)[0]:
-        raise ValueError(f"{path}: record at offset {offset} is incomplete or fails its checksum")
+        raise NoRecord(f"{path}: record at offset {offset} is incomplete or fails its checksum")
     return payload

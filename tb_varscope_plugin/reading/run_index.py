@@ -103,9 +103,21 @@ class EventFile:
         self.error: str | None = None  # why the last reload could not read the file (it vanished, say)
         self.skipped: list[ReportWarning] = []  # the first values left out because they do not decode
         self.skipped_more = 0  # how many more were left out
+        self.restarted: ReportWarning | None = None  # why the file was last read again from the start
 
     # What reading changes: a forked reader sends exactly this back, and the parent restores it.
-    STATE = ("reader", "series", "_plugins", "_tag_ids", "_tags", "_kinds", "error", "skipped", "skipped_more")
+    STATE = (
+        "reader",
+        "series",
+        "_plugins",
+        "_tag_ids",
+        "_tags",
+        "_kinds",
+        "error",
+        "skipped",
+        "skipped_more",
+        "restarted",
+    )
 
     def snapshot(self) -> tuple:
         """The state reading built, picklable, for `restore` in another process."""
@@ -116,20 +128,34 @@ class EventFile:
             setattr(self, name, value)
 
     def reload(self) -> bool:
-        """Reads what was appended since the last call; True if any histogram value was added.
+        """Reads what was appended since the last call; True if its values changed (some were added, or the file
+        was read again from the start because it shrank or was overwritten).
 
         A file that cannot be read (removed, unreadable) keeps what was read of it and is tried again next time.
         """
         added = False
         try:
-            for block in self.reader.blocks():
-                added = self._index(block) or added
-                if self.reader.damage is not None:
-                    break
+            added = self._read()
+            rewritten = self.reader.rewritten
+            if rewritten is not None:
+                # As TensorBoard does with a file that shrank: start over, and say so.
+                fresh = EventFile(self.path)
+                self.restore(fresh.snapshot())
+                message = f"{rewritten.message}; read again from the start"
+                self.restarted = {"file": self.path, "offset": rewritten.offset, "message": message}
+                added = self._read() or True
         except READ_ERRORS as error:
             self.error = f"could not be read ({error_reason(error)}); it is tried again at the next reload"
             return added
         self.error = None
+        return added
+
+    def _read(self) -> bool:
+        added = False
+        for block in self.reader.blocks():
+            added = self._index(block) or added
+            if self.reader.damage is not None:
+                break
         return added
 
     def _index(self, block: Block) -> bool:
@@ -265,7 +291,8 @@ class EventFile:
         if self.skipped_more:
             message = f"{self.skipped_more} more histogram values after this one skipped, for reasons as above"
             skipped.append({"file": self.path, "offset": self.skipped[-1]["offset"], "message": message})
-        return skipped + self._reading_warnings()
+        restarted = [] if self.restarted is None else [self.restarted]
+        return restarted + skipped + self._reading_warnings()
 
     def _reading_warnings(self) -> list[ReportWarning]:
         if self.error is not None:
@@ -287,13 +314,23 @@ class RunIndex:
         self.path = path
         self.files: list[EventFile] = []
         self.generation = 0  # bumped whenever new values arrive, so derived results know they are stale
+        self.gone: dict[str, ReportWarning] = {}  # event file name -> the warning that it vanished
 
-    def add_files(self, file_names: list[str]) -> None:
-        """Adds the event files not known yet, unread."""
+    def set_files(self, file_names: list[str]) -> None:
+        """Takes the event files the directory now holds: new ones are added unread, and ones no longer there are
+        dropped with their values, a warning saying so (kept until a file of that name is back)."""
+        present = set(file_names)
+        gone = [f for f in self.files if f.name not in present]
+        for f in gone:
+            message = "is gone from the run's directory (deleted or renamed): its values are no longer shown"
+            self.gone[f.name] = {"file": f.path, "offset": 0, "message": message}
+        if gone:
+            self.files = [f for f in self.files if f.name in present]
+            self.generation += 1
         known = {f.name for f in self.files}
-        for name in sorted(file_names):
-            if name not in known:
-                self.files.append(EventFile(posixpath.join(self.path, name)))
+        for name in sorted(present - known):
+            self.gone.pop(name, None)
+            self.files.append(EventFile(posixpath.join(self.path, name)))
         self.files.sort(key=lambda f: f.name)
 
     def read_done(self, added: list[bool]) -> None:
@@ -306,7 +343,7 @@ class RunIndex:
         return sorted({tag for f in self.files for tag in f.series})
 
     def warnings(self) -> list[ReportWarning]:
-        return [w for f in self.files for w in f.warnings()]
+        return [*self.gone.values(), *(w for f in self.files for w in f.warnings())]
 
     def most_per_step(self, tag: str) -> int:
         """How many values of `tag` one file holds at one step at most: above 1 the tag collides within a file."""
