@@ -16,9 +16,8 @@ from tb_varscope_plugin.checkpoints.variables import (
     Checkpoint,
     CheckpointError,
     Variable,
-    file_size,
     layer_scope,
-    read_bytes,
+    open_buffered,
     scoped_path,
     strip_output_index,
     widen_bfloat16,
@@ -33,47 +32,10 @@ _OPTIMIZER_GROUPS = frozenset({"optimizer"})
 _H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 
-class _RemoteFile(io.RawIOBase):
-    """A seekable read-only file over TensorBoard's filesystem layer, so h5py and zipfile read only what
-    they need, from local disk or any filesystem TensorBoard can read."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self._path = path
-        self._size = file_size(path)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer) -> int:  # noqa: ANN001  # a writable buffer: memoryview, bytearray
-        count = min(len(buffer), self._size - self._pos)
-        if count <= 0:
-            return 0
-        buffer[:count] = read_bytes(self._path, self._pos, count)
-        self._pos += count
-        return count
-
-
-def _open(path: str) -> io.BufferedReader:
-    return io.BufferedReader(_RemoteFile(path), buffer_size=1 << 20)
-
-
 def read_weights_h5(path: str) -> Checkpoint:
     """Reads a Keras 3 `.weights.h5` or a tf-keras `save_weights('x.h5')` / `save('x.h5')` file."""
     try:
-        h5 = h5py.File(_open(path), "r")
+        h5 = h5py.File(open_buffered(path), "r")
         variables = _h5_variables(h5, path, {})
     except _H5_ERRORS as e:
         raise CheckpointError(f"{path}: not a readable Keras weights file ({e})") from e
@@ -83,7 +45,7 @@ def read_weights_h5(path: str) -> Checkpoint:
 def read_keras_archive(path: str) -> Checkpoint:
     """Reads a Keras 3 `.keras` archive: `config.json` names the layers, `model.weights.h5` holds values."""
     try:
-        with zipfile.ZipFile(_open(path)) as archive:
+        with zipfile.ZipFile(open_buffered(path)) as archive:
             config = json.loads(archive.read(_ARCHIVE_CONFIG))
             weights = io.BytesIO(archive.read(_ARCHIVE_WEIGHTS))
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 from collections.abc import Callable
@@ -61,6 +62,50 @@ def file_size(path: str) -> int:
         return gfile.stat(path).length
     except Exception as e:  # see read_bytes
         raise CheckpointError(f"{path}: cannot read: {e}") from e
+
+
+class RemoteFile(io.RawIOBase):
+    """A seekable read-only file over TensorBoard's filesystem layer, so h5py and zipfile read only what
+    they need, from local disk or any filesystem TensorBoard can read."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+        self._size = file_size(path)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        # RawIOBase.read allocates `size` bytes before reading: a size taken from a damaged header must not.
+        count = self._size - self._pos if size is None or size < 0 else min(size, self._size - self._pos)
+        if count <= 0:
+            return b""
+        data = read_bytes(self._path, self._pos, count)
+        self._pos += count
+        return data
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001  # a writable buffer: memoryview, bytearray
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def open_buffered(path: str) -> io.BufferedReader:
+    """`path` as a buffered file, for readers that make many small reads (h5py)."""
+    return io.BufferedReader(RemoteFile(path), buffer_size=1 << 20)
 
 
 def strip_output_index(name: str) -> str:
