@@ -34,6 +34,8 @@ SCENARIO_NEEDS: dict[str, tuple[str, ...]] = {
     "multi_run": _TF,
     "torch_leaf": (*_TF, "torch", "safetensors"),
     "torch_full": (*_TF, "torch", "safetensors"),
+    "torch_blocks_pt": (*_TF, "torch"),
+    "torch_blocks_legacy": (*_TF, "torch"),
     "tbx_leaf": (*_TF, "tensorboardX", "safetensors"),
 }
 

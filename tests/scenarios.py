@@ -149,6 +149,54 @@ def torch_full(run_dir: Path) -> None:
     _train_torch(run_dir, lambda name: name)
 
 
+def _torch_blocks(run_dir: Path, save: Callable[[dict], None]) -> None:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(SEED)
+    model = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU()),
+        torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()),
+        torch.nn.Linear(4, 3),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = (torch.from_numpy(a) for a in training_data())
+    writer = SummaryWriter(log_dir=str(run_dir))
+    for step in range(EPOCHS):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        for name, p in model.named_parameters():
+            writer.add_histogram(name.split(".")[-1], p.detach(), step)
+    writer.close()
+    save(model.state_dict())
+
+
+def torch_blocks_pt(run_dir: Path) -> None:
+    """PyTorch `nn.Sequential` of two Linear-ReLU blocks and a Linear head, logging leaf names: collisions.
+
+    Steps 0, 1, 2: `weight` 3 values per step (`0.0.weight` [4, 5], `1.0.weight` [4, 4], `2.weight` [3, 4]) and
+    `bias` 3 values per step (`0.0.bias` [4], `1.0.bias` [4], `2.bias` [3]). Checkpoint: `model.pt`, written by
+    `torch.save(model.state_dict(), "model.pt")` (the zip format), with those keys.
+    """
+    import torch
+
+    _torch_blocks(run_dir, lambda state: torch.save(state, run_dir / "model.pt"))
+
+
+def torch_blocks_legacy(run_dir: Path) -> None:
+    """`torch_blocks_pt`'s model and loop; checkpoint `model.pth`, the legacy (pre-1.6, non-zip) format, holding
+    `{"epoch": 3, "model_state_dict": ..., "optimizer_state_dict": ...}`.
+    """
+    import torch
+
+    def save(state: dict) -> None:
+        wrapped = {"epoch": EPOCHS, "model_state_dict": state, "optimizer_state_dict": {"state": {}}}
+        torch.save(wrapped, run_dir / "model.pth", _use_new_zipfile_serialization=False)
+
+    _torch_blocks(run_dir, save)
+
+
 def tbx_leaf(run_dir: Path) -> None:
     """tensorboardX `SummaryWriter.add_histogram` of numpy arrays under leaf names: collisions.
 
@@ -216,6 +264,8 @@ SCENARIOS: dict[str, Callable[[Path], object]] = {
     "keras313_kernel": keras313_kernel,
     "torch_leaf": torch_leaf,
     "torch_full": torch_full,
+    "torch_blocks_pt": torch_blocks_pt,
+    "torch_blocks_legacy": torch_blocks_legacy,
     "tbx_leaf": tbx_leaf,
     "resumed": resumed,
     "multi_run": multi_run,

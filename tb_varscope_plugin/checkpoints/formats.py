@@ -6,8 +6,14 @@ import re
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.checkpoints import keras_h5, safetensors_file, saved_model, tf_bundle
-from tb_varscope_plugin.checkpoints.discovery import KERAS_SUFFIXES, SAFETENSORS_SUFFIX, candidates, newest
+from tb_varscope_plugin.checkpoints import keras_h5, safetensors_file, saved_model, tf_bundle, torch_pickle
+from tb_varscope_plugin.checkpoints.discovery import (
+    KERAS_SUFFIXES,
+    SAFETENSORS_SUFFIX,
+    TORCH_SUFFIXES,
+    candidates,
+    newest,
+)
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 
 _DATA_FILE = re.compile(r"\.data-\d+-of-\d+$")
@@ -15,7 +21,7 @@ _DATA_FILE = re.compile(r"\.data-\d+-of-\d+$")
 
 def read_checkpoint(path: str) -> Checkpoint:
     """Reads the variables of the checkpoint at `path` (a TF prefix, `.index`, state-file directory, SavedModel
-    directory, `.weights.h5`/`.h5`, `.keras` or `.safetensors`)."""
+    directory, `.weights.h5`/`.h5`, `.keras`, `.safetensors`, or a PyTorch `.pt`/`.pth`/`.bin`)."""
     path = path.rstrip("/") or path
     if gfile.isdir(path):
         found = newest(candidates(path))
@@ -31,6 +37,8 @@ def read_checkpoint(path: str) -> Checkpoint:
     exported = saved_model.saved_model_of(path)
     if exported is not None:
         return saved_model.read_saved_model(exported)
+    if path.endswith(TORCH_SUFFIXES):
+        return torch_pickle.read_torch(path)
     if path.endswith(SAFETENSORS_SUFFIX):
         return safetensors_file.read_safetensors(path)
     if path.endswith(".keras"):
