@@ -47,11 +47,15 @@ export function histogramsUrl(run, tag, lane, base = MODULE_URL) {
 }
 
 /**
+ * The report as served: its text, which a refresh compares with the last one before parsing anything, and the
+ * document.
  * @param {AbortSignal=} signal
- * @return {!Promise<Report>}
+ * @return {!Promise<{text: string, report: Report}>}
  */
 export async function fetchReport(signal) {
-  return fetchJson(reportUrl(), signal);
+  const response = await request(reportUrl(), signal);
+  const text = await response.text();
+  return {text, report: JSON.parse(text)};
 }
 
 /**
@@ -72,6 +76,16 @@ export async function fetchHistograms(run, tag, lane, signal) {
  * @return {!Promise<*>}
  */
 async function fetchJson(url, signal) {
+  return (await request(url, signal)).json();
+}
+
+/**
+ * A successful response, or an error that says what failed.
+ * @param {string} url
+ * @param {AbortSignal=} signal
+ * @return {!Promise<!Response>}
+ */
+async function request(url, signal) {
   let response;
   try {
     response = await fetch(url, {signal, headers: {Accept: 'application/json'}});
@@ -84,5 +98,5 @@ async function fetchJson(url, signal) {
   if (!response.ok) {
     throw new HttpError(response.status, response.statusText, await response.text());
   }
-  return response.json();
+  return response;
 }

@@ -133,3 +133,36 @@ function compareText(a, b) {
   }
   return a > b ? 1 : 0;
 }
+
+/**
+ * The report restricted to the runs the run selector shows: those the regex (case-insensitive, as TensorBoard's
+ * run filter) matches and the user did not uncheck. Summary and logdir warnings stay the whole logdir's.
+ * @param {Report} report
+ * @param {?RegExp} regex null: every run matches
+ * @param {!Set<string>} hidden unchecked runs
+ * @return {Report}
+ */
+export function selectRuns(report, regex, hidden) {
+  const runs = report.runs.filter((run) => runMatches(run.run, regex) && !hidden.has(run.run));
+  return runs.length === report.runs.length ? report : {...report, runs};
+}
+
+/**
+ * @param {string} run
+ * @param {?RegExp} regex
+ * @return {boolean}
+ */
+export function runMatches(run, regex) {
+  return regex === null || regex.test(run);
+}
+
+/**
+ * The warnings of one run.
+ * @param {Report} report
+ * @param {string} run
+ * @return {!Array<RunWarning>}
+ */
+export function runWarnings(report, run) {
+  const found = report.runs.find((r) => r.run === run);
+  return found ? found.warnings.map((warning) => ({run, ...warning})) : [];
+}

@@ -116,15 +116,35 @@ function ensurePath(root, segments, kind) {
   let node = root;
   for (const segment of segments) {
     const path = node.kind === 'run' ? segment : `${node.path}/${segment}`;
-    let child = node.children.find((c) => c.path === path && c.kind !== 'tag');
+    // A lookup per level keeps building linear in the tags: wide scopes (10,000 tags under one run) made the
+    // scan of the children quadratic.
+    const scopes = branchesOf(node);
+    let child = scopes.get(path);
     if (!child) {
       child = makeNode(kind, root.run, path, []);
       child.label = segment;
       node.children.push(child);
+      scopes.set(path, child);
     }
     node = child;
   }
   return node;
+}
+
+/** @type {!WeakMap<TreeNode, !Map<string, TreeNode>>} the non-tag children of a node by path, while building */
+const BRANCHES = new WeakMap();
+
+/**
+ * @param {TreeNode} node
+ * @return {!Map<string, TreeNode>}
+ */
+function branchesOf(node) {
+  let branches = BRANCHES.get(node);
+  if (!branches) {
+    branches = new Map();
+    BRANCHES.set(node, branches);
+  }
+  return branches;
 }
 
 /**
@@ -225,19 +245,89 @@ function matches(node, regex) {
 }
 
 /**
- * Counts the tag entries in the trees, for "n of m shown".
+ * Keeps only the colliding tag entries and their ancestors.
+ * @param {!Array<TreeNode>} roots
+ * @return {!Array<TreeNode>}
+ */
+export function collidingOnly(roots) {
+  const keep = (node) => {
+    if (node.kind === 'tag') {
+      return node.colliding > 0 ? node : null;
+    }
+    if (node.colliding === 0) {
+      return null;
+    }
+    const children = node.children.map(keep).filter((child) => child !== null);
+    return {...node, children};
+  };
+  return roots.map(keep).filter((node) => node !== null);
+}
+
+/**
+ * Counts the histogram tags in the trees, each (run, tag) once however many lanes it has: the number the header
+ * counts.
  * @param {!Array<TreeNode>} roots
  * @return {number}
  */
-export function countTagEntries(roots) {
-  let count = 0;
+export function countTags(roots) {
+  const seen = new Set();
   const stack = [...roots];
   while (stack.length > 0) {
     const node = stack.pop();
     if (node.kind === 'tag') {
-      count += 1;
+      seen.add(`${node.run}\u0000${node.tag}`);
     }
     stack.push(...node.children);
   }
-  return count;
+  return seen.size;
+}
+
+/**
+ * @typedef {{node: TreeNode, depth: number, open: boolean, setsize: number, posinset: number,
+ *            parent: ?string}} TreeRow
+ */
+
+/**
+ * The rows the tree shows, top to bottom: every node whose ancestors are all open. Only these are ever made into
+ * DOM elements (and only a page of them at a time).
+ * @param {!Array<TreeNode>} roots
+ * @param {function(TreeNode, number): boolean} isOpen whether a node at a depth shows its children
+ * @return {!Array<TreeRow>}
+ */
+export function visibleRows(roots, isOpen) {
+  const rows = [];
+  const walk = (nodes, depth, parent) => {
+    nodes.forEach((node, i) => {
+      const open = node.kind !== 'tag' && isOpen(node, depth);
+      rows.push({node, depth, open, setsize: nodes.length, posinset: i + 1, parent});
+      if (open) {
+        walk(node.children, depth + 1, node.id);
+      }
+    });
+  };
+  walk(roots, 0, null);
+  return rows;
+}
+
+/**
+ * Ids of the nodes above the first tag entry `wanted` accepts, so that entry can be shown.
+ * @param {!Array<TreeNode>} roots
+ * @param {function(TreeNode): boolean} wanted
+ * @return {!Array<string>}
+ */
+export function pathTo(roots, wanted) {
+  const trail = [];
+  const walk = (node) => {
+    if (node.kind === 'tag') {
+      return wanted(node);
+    }
+    trail.push(node.id);
+    if (node.children.some(walk)) {
+      return true;
+    }
+    trail.pop();
+    return false;
+  };
+  roots.some(walk);
+  return trail;
 }

@@ -1,26 +1,29 @@
 // DOM builders for the VarScope tab. Text goes in through textContent and attributes only:
 // run, tag and variable names come from files on disk and may contain markup.
 
-import {baseName, formatShape, laneText, plural, stepRange} from './format.js';
+import {baseName, formatShape, laneText, plural, stepRange, tabEvidence, visible} from './format.js';
 import {cleanText, summaryText} from './overview.js';
-import {laneColor, ridgeColor} from './chart.js';
+import {laneHue} from './chart.js';
 
 /**
  * @typedef {import('./overview.js').Report} Report
  * @typedef {import('./overview.js').RunCollision} RunCollision
  * @typedef {import('./overview.js').RunWarning} RunWarning
  * @typedef {import('./overview.js').Lane} Lane
- * @typedef {import('./tree.js').TreeNode} TreeNode
- * @typedef {import('./chart.js').ChartLayout} ChartLayout
  * @typedef {{run: string, tag: string, lane: ?number}} HistogramTarget
  * @typedef {{root: !HTMLElement, summary: !HTMLElement, status: !HTMLElement,
  *            reload: !HTMLButtonElement, banner: !HTMLElement, sidebar: !HTMLElement,
- *            main: !HTMLElement}} Shell
+ *            main: !HTMLElement, layout: !HTMLElement, warnings: !HTMLButtonElement,
+ *            warningsPanel: !HTMLElement}} Shell
  * @typedef {{element: !HTMLElement, input: !HTMLInputElement, message: !HTMLElement,
- *            body: !HTMLElement}} TreePanel
+ *            colliding: !HTMLInputElement}} TreePanel
+ * @typedef {{element: !HTMLElement, input: !HTMLInputElement, message: !HTMLElement,
+ *            list: !HTMLElement}} RunPanel
+ * @typedef {{view: string, mode: string, time: string, range: string}} ChartSettings
  */
 
-const SVG_NS = 'http://www.w3.org/2000/svg';
+/** Collision cards shown at first and added per "show more". */
+export const PAGE_CARDS = 20;
 
 /**
  * Creates an element with a class, a test id and text.
@@ -38,25 +41,12 @@ function el(tagName, options = {}, children = []) {
     element.setAttribute('data-testid', options.testid);
   }
   if (options.text !== undefined) {
-    element.textContent = options.text;
+    element.textContent = visible(options.text);
   }
   if (options.title) {
-    element.setAttribute('title', options.title);
+    element.setAttribute('title', options.title.split('\n').map(visible).join('\n'));
   }
   element.append(...children);
-  return element;
-}
-
-/**
- * @param {string} tagName
- * @param {!Object<string, (string|number)>} attributes
- * @return {!SVGElement}
- */
-function svgEl(tagName, attributes) {
-  const element = document.createElementNS(SVG_NS, tagName);
-  for (const [name, value] of Object.entries(attributes)) {
-    element.setAttribute(name, String(value));
-  }
   return element;
 }
 
@@ -74,8 +64,8 @@ function button(label, onClick, options = {}) {
 }
 
 /**
- * The page frame: a header with the summary and Reload, an error banner, the tree on the side and
- * the main area for the overview or the histograms.
+ * The page frame: a header with the summary, the warning count and Reload, a panel listing the warnings, an error
+ * banner, the sidebar (runs and tree) and the main area for the overview or the histograms.
  * @param {function(): void} onReload
  * @return {Shell}
  */
@@ -84,16 +74,28 @@ export function createShell(onReload) {
   const status = el('span', {className: 'status'});
   const reload = button('Reload', onReload, {className: 'reload', testid: 'reload',
     title: 'Read the logdir again (the report also refreshes every 30 s)'});
+  const warningsPanel = el('section', {className: 'warnings-panel', testid: 'warnings-panel'});
+  warningsPanel.id = 'varscope-warnings-panel';
+  warningsPanel.hidden = true;
+  const warnings = /** @type {!HTMLButtonElement} */ (button('', () => {
+    warningsPanel.hidden = !warningsPanel.hidden;
+    warnings.setAttribute('aria-expanded', String(!warningsPanel.hidden));
+  }, {className: 'header-warnings', testid: 'header-warnings'}));
+  warnings.hidden = true;
+  warnings.setAttribute('aria-expanded', 'false');
+  warnings.setAttribute('aria-controls', warningsPanel.id);
   const header = el('header', {className: 'header'}, [
     el('h1', {text: 'VarScope'}),
     summary,
-    el('div', {className: 'header-actions'}, [status, reload]),
+    el('div', {className: 'header-actions'}, [warnings, status, reload]),
   ]);
   const banner = el('div', {className: 'banner'});
   const sidebar = el('aside', {className: 'sidebar'});
   const main = el('main', {className: 'main'});
-  const root = el('div', {className: 'varscope'}, [header, banner, el('div', {className: 'layout'}, [sidebar, main])]);
-  return {root, summary, status, reload: /** @type {!HTMLButtonElement} */ (reload), banner, sidebar, main};
+  const layout = el('div', {className: 'layout'}, [sidebar, main]);
+  const root = el('div', {className: 'varscope'}, [header, warningsPanel, banner, layout]);
+  return {root, summary, status, reload: /** @type {!HTMLButtonElement} */ (reload), banner, sidebar, main, layout,
+    warnings, warningsPanel};
 }
 
 /**
@@ -126,18 +128,36 @@ export function createError(what, message) {
 }
 
 /**
- * Fills the summary line of the header.
- * @param {!HTMLElement} summary
+ * Fills the header: the summary line, and the warning count with the list it opens (file, offset, message each).
+ * @param {Shell} shell
  * @param {Report} report
+ * @param {!Array<RunWarning>} warnings output of warningList
  */
-export function showSummary(summary, report) {
-  summary.textContent = summaryText(report);
-  summary.classList.toggle('has-collisions', report.summary.collisions > 0);
-  summary.setAttribute('title', `logdir: ${report.logdir}`);
+export function showSummary(shell, report, warnings) {
+  shell.summary.textContent = summaryText(report);
+  shell.summary.classList.toggle('has-collisions', report.summary.collisions > 0);
+  shell.summary.setAttribute('title', visible(`logdir: ${report.logdir}`));
+  shell.warnings.hidden = warnings.length === 0;
+  shell.warnings.textContent = `⚠ ${plural(warnings.length, 'warning')}`;
+  shell.warnings.setAttribute('title', warnings.map(warningWhere).join('\n'));
+  shell.warningsPanel.replaceChildren(createWarnings(warnings));
+  if (warnings.length === 0) {
+    shell.warningsPanel.hidden = true;
+  }
 }
 
 /**
- * The overview: every collision worst first (or a plain "no collisions" line), then warnings.
+ * "run · file @ byte 4096" (a logdir warning names its directory only).
+ * @param {RunWarning} warning
+ * @return {string}
+ */
+function warningWhere(warning) {
+  return visible(warning.run ? `${warning.run} · ${warning.file} @ byte ${warning.offset}` : warning.file);
+}
+
+/**
+ * The overview: the warnings first (they say what could not be read), then every collision worst first, a page
+ * at a time (or a plain "no collisions" line).
  * @param {Report} report
  * @param {!Array<RunCollision>} collisions output of collisionList
  * @param {!Array<RunWarning>} warnings output of warningList
@@ -146,27 +166,43 @@ export function showSummary(summary, report) {
  */
 export function createOverview(report, collisions, warnings, onOpen) {
   const section = el('section', {className: 'overview', testid: 'overview'});
-  if (collisions.length === 0) {
-    section.append(el('p', {className: 'clean', testid: 'no-collisions', text: cleanText(report)}),
-      el('p', {className: 'hint', text: 'Browse the histograms by variable in the tree.'}));
-  } else {
-    section.append(el('h2', {text: `${plural(collisions.length, 'colliding tag')}, worst first`}));
-    section.append(...collisions.map((item) => createCollisionCard(item, onOpen)));
-  }
   if (warnings.length > 0) {
     section.append(createWarnings(warnings));
   }
+  if (collisions.length === 0) {
+    section.append(el('p', {className: 'clean', testid: 'no-collisions', text: cleanText(report)}),
+      el('p', {className: 'hint', text: 'Browse the histograms by variable in the tree.'}));
+    return section;
+  }
+  const byRun = new Map();
+  for (const warning of warnings) {
+    byRun.set(warning.run, [...(byRun.get(warning.run) || []), warning]);
+  }
+  const list = el('div', {className: 'cards'});
+  let shown = 0;
+  const more = button('', () => showMore(), {className: 'more', testid: 'cards-more'});
+  const showMore = () => {
+    const page = collisions.slice(shown, shown + PAGE_CARDS);
+    list.append(...page.map((item) => createCollisionCard(item, byRun.get(item.run) || [], onOpen)));
+    shown += page.length;
+    more.hidden = shown >= collisions.length;
+    const left = collisions.length - shown;
+    more.textContent = `Show ${Math.min(PAGE_CARDS, left)} more (${left} not shown)`;
+  };
+  section.append(el('h2', {text: `${plural(collisions.length, 'colliding tag')}, worst first`}), list, more);
+  showMore();
   return section;
 }
 
 /**
- * One collision: run, tag, kind, writers, steps, the variable behind each lane, why and the fix.
- * Clicking the card opens its histograms.
+ * One collision: run, tag, kind, writers, steps, the variable behind each lane, why and the fix, and what could
+ * not be read in its run. Clicking the card opens its histograms.
  * @param {RunCollision} item
+ * @param {!Array<RunWarning>} warnings the warnings of the card's run
  * @param {function(HistogramTarget): void} onOpen
  * @return {!HTMLElement}
  */
-export function createCollisionCard(item, onOpen) {
+export function createCollisionCard(item, warnings, onOpen) {
   const {run, collision, checkpoint} = item;
   const open = () => onOpen({run, tag: collision.tag, lane: null});
   const card = el('article', {className: `card collision kind-${collision.kind}`, testid: 'collision'});
@@ -184,20 +220,25 @@ export function createCollisionCard(item, onOpen) {
   fact('Steps affected', `${collision.steps} (${stepRange(collision.first_step, collision.last_step)})`);
   fact('Event files', collision.files.map(baseName).join(', '));
   if (collision.lanes.length > 0) {
-    fact('Checkpoint', checkpoint ? `${baseName(checkpoint.path)} (${checkpoint.format})` : 'none found');
+    fact('Checkpoint', checkpoint ? `${baseName(checkpoint.path)} (${checkpoint.format})` :
+      'none found: start TensorBoard with --varscope_checkpoint PATH to name the variables');
   }
 
   const lanes = el('ol', {className: 'lanes'});
   for (const lane of collision.lanes) {
     lanes.append(createLaneRow(lane));
   }
-  card.append(title, facts);
+  card.append(title);
+  if (warnings.length > 0) {
+    card.append(createRunWarnings(warnings, 'card-warnings'));
+  }
+  card.append(facts);
   if (collision.lanes.length > 0) {
     card.append(lanes);
   }
   card.append(
     el('p', {className: 'explanation', text: collision.explanation}),
-    el('p', {className: 'fix'}, [el('strong', {text: 'Fix: '}), document.createTextNode(collision.fix)]),
+    el('p', {className: 'fix'}, [el('strong', {text: 'Fix: '}), el('span', {text: collision.fix})]),
     el('div', {className: 'card-actions'}, [
       button('Compare lanes with what TensorBoard shows →', open, {className: 'open', testid: 'open-histograms'}),
     ]),
@@ -213,26 +254,59 @@ export function createCollisionCard(item, onOpen) {
 }
 
 /**
+ * The warnings of one run, where its cards and its lanes view show them.
+ * @param {!Array<RunWarning>} warnings
+ * @param {string} testid
+ * @return {!HTMLElement}
+ */
+export function createRunWarnings(warnings, testid) {
+  const box = el('div', {className: 'run-warnings', testid}, [
+    el('strong', {text: `⚠ ${plural(warnings.length, 'warning')} in run ${warnings[0].run}: ` +
+      'these histograms may miss what could not be read'}),
+  ]);
+  box.setAttribute('role', 'note');
+  const list = el('ul', {});
+  for (const warning of warnings) {
+    list.append(el('li', {}, [
+      el('span', {className: 'warning-where', text: `${warning.file} @ byte ${warning.offset}`}),
+      el('span', {className: 'warning-message', text: warning.message}),
+    ]));
+  }
+  box.append(list);
+  return box;
+}
+
+/**
+ * A swatch in a lane's colour.
+ * @param {number} lane
+ * @return {!HTMLElement}
+ */
+function swatch(lane) {
+  const element = el('span', {className: 'swatch'});
+  element.style.setProperty('--hue', String(laneHue(lane)));
+  return element;
+}
+
+/**
  * @param {Lane} lane
  * @return {!HTMLElement}
  */
 function createLaneRow(lane) {
-  const row = el('li', {className: 'lane', testid: 'lane', title: lane.evidence});
+  const evidence = tabEvidence(lane.evidence);
+  const row = el('li', {className: 'lane', testid: 'lane', title: evidence});
   row.setAttribute('data-lane', String(lane.lane));
-  const swatch = el('span', {className: 'swatch'});
-  swatch.style.background = laneColor(lane.lane);
   const name = el('span', {className: lane.variable === null ? 'lane-name unattributed' : 'lane-name',
     text: laneText(lane)});
   const details = [formatShape(lane.shape), plural(lane.elements, 'element'), lane.checkpoint_key || '']
     .filter((part) => part !== '')
     .join(' · ');
-  row.append(swatch, name, el('span', {className: 'lane-details', text: details}),
-    el('div', {className: 'evidence', text: lane.evidence}));
+  row.append(swatch(lane.lane), name, el('span', {className: 'lane-details', text: details}),
+    el('div', {className: 'evidence', text: evidence}));
   return row;
 }
 
 /**
- * Damaged event files: file, byte offset and message per warning.
+ * Damaged event files: run, file, byte offset and message per warning.
  * @param {!Array<RunWarning>} warnings
  * @return {!HTMLElement}
  */
@@ -240,10 +314,7 @@ export function createWarnings(warnings) {
   const list = el('ul', {className: 'warning-list'});
   for (const warning of warnings) {
     const item = el('li', {className: 'warning', testid: 'warning'}, [
-      el('span', {
-        className: 'warning-where',
-        text: warning.run ? `${warning.run} · ${warning.file} @ byte ${warning.offset}` : warning.file,
-      }),
+      el('span', {className: 'warning-where', text: warningWhere(warning)}),
       el('span', {className: 'warning-message', text: warning.message}),
     ]);
     item.setAttribute('data-run', warning.run);
@@ -256,33 +327,111 @@ export function createWarnings(warnings) {
 }
 
 /**
- * The tree panel: a regex filter (like TensorBoard's tag filter) above the tree.
- * @param {function(string): void} onFilter called with the filter text on every edit
+ * The runs panel, like TensorBoard's run selector: a regex filter and a checkbox per run.
+ * @param {function(string): void} onFilter called with the regex text on every edit
+ * @param {function(string, boolean): void} onCheck a run's box was (un)checked
+ * @param {function(boolean): void} onAll every matching run's box set at once
+ * @return {RunPanel}
+ */
+export function createRunPanel(onFilter, onCheck, onAll) {
+  const input = /** @type {!HTMLInputElement} */ (el('input', {className: 'filter', testid: 'run-filter'}));
+  input.type = 'search';
+  input.placeholder = 'Filter runs (regex)';
+  input.setAttribute('aria-label', 'Filter runs (regular expression)');
+  input.spellcheck = false;
+  input.addEventListener('input', () => onFilter(input.value));
+  const message = el('div', {className: 'filter-message', testid: 'run-filter-message'});
+  message.setAttribute('aria-live', 'polite');
+  const list = el('ul', {className: 'run-list', testid: 'run-list'});
+  list.addEventListener('change', (event) => {
+    const box = /** @type {!HTMLInputElement} */ (event.target);
+    onCheck(box.value, box.checked);
+  });
+  const all = button('All', () => onAll(true), {className: 'small', testid: 'runs-all',
+    title: 'Show every run the filter matches'});
+  const none = button('None', () => onAll(false), {className: 'small', testid: 'runs-none',
+    title: 'Hide every run the filter matches'});
+  const element = el('section', {className: 'run-panel panel'}, [
+    el('div', {className: 'panel-head'}, [el('h2', {text: 'Runs'}), all, none]), input, message, list,
+  ]);
+  return {element, input, message, list};
+}
+
+/**
+ * Lists the runs with their boxes (checked unless hidden), greyed when the regex leaves them out.
+ * @param {RunPanel} panel
+ * @param {!Array<{run: string, matches: boolean, checked: boolean, collisions: number, warnings: number}>} runs
+ * @param {?string} error an invalid regex
+ */
+export function showRuns(panel, runs, error) {
+  panel.input.classList.toggle('invalid', error !== null);
+  panel.input.setAttribute('aria-invalid', String(error !== null));
+  panel.message.textContent = error !== null ? `${error}. Showing every run.` : '';
+  panel.message.classList.toggle('invalid', error !== null);
+  panel.list.replaceChildren(...runs.map((item) => {
+    const box = /** @type {!HTMLInputElement} */ (el('input', {testid: 'run-checkbox'}));
+    box.type = 'checkbox';
+    box.value = item.run;
+    box.checked = item.checked;
+    box.disabled = !item.matches;
+    const extras = [];
+    if (item.collisions > 0) {
+      extras.push(el('span', {className: 'badge', text: `⚠ ${item.collisions}`,
+        title: plural(item.collisions, 'colliding tag')}));
+    }
+    if (item.warnings > 0) {
+      extras.push(el('span', {className: 'badge warning-badge', testid: 'run-warnings',
+        text: plural(item.warnings, 'warning')}));
+    }
+    const label = el('label', {className: item.matches ? 'run-item' : 'run-item excluded'},
+      [box, el('span', {className: 'run-label', text: item.run}), ...extras]);
+    const row = el('li', {}, [label]);
+    row.setAttribute('data-run', item.run);
+    return row;
+  }));
+}
+
+/**
+ * The tree panel: a regex filter (like TensorBoard's tag filter), the "colliding only" switch and fold buttons
+ * above the tree.
+ * @param {!HTMLElement} tree the TreeView's element
+ * @param {!HTMLElement} more its "show more" button
+ * @param {!HTMLElement} empty its empty-state line
+ * @param {{onFilter: function(string): void, onColliding: function(boolean): void,
+ *          onFold: function(boolean): void}} handlers
  * @return {TreePanel}
  */
-export function createTreePanel(onFilter) {
+export function createTreePanel(tree, more, empty, handlers) {
   const input = /** @type {!HTMLInputElement} */ (el('input', {className: 'filter', testid: 'tree-filter'}));
   input.type = 'search';
   input.placeholder = 'Filter tags and variables (regex)';
   input.setAttribute('aria-label', 'Filter tags and variables (regular expression)');
   input.spellcheck = false;
-  input.addEventListener('input', () => onFilter(input.value));
+  input.addEventListener('input', () => handlers.onFilter(input.value));
+  const colliding = /** @type {!HTMLInputElement} */ (el('input', {testid: 'colliding-only'}));
+  colliding.type = 'checkbox';
+  colliding.addEventListener('change', () => handlers.onColliding(colliding.checked));
   const message = el('div', {className: 'filter-message', testid: 'tree-filter-message'});
   message.setAttribute('aria-live', 'polite');
-  const body = el('div', {className: 'tree', testid: 'tree'});
-  body.setAttribute('role', 'tree');
-  const element = el('section', {className: 'tree-panel'}, [
-    el('h2', {text: 'Histograms by variable'}), input, message, body,
+  const element = el('section', {className: 'tree-panel panel'}, [
+    el('div', {className: 'panel-head'}, [
+      el('h2', {text: 'Histograms by variable'}),
+      button('Expand all', () => handlers.onFold(true), {className: 'small', testid: 'expand-all'}),
+      button('Collapse all', () => handlers.onFold(false), {className: 'small', testid: 'collapse-all'}),
+    ]),
+    input,
+    el('label', {className: 'switch'}, [colliding, el('span', {text: 'Colliding tags only'})]),
+    message, tree, empty, more,
   ]);
-  return {element, input, message, body};
+  return {element, input, message, colliding};
 }
 
 /**
  * Shows the filter state under the input: an invalid regex is an error and filters nothing.
  * @param {TreePanel} panel
  * @param {?string} error
- * @param {number} shown tag entries shown
- * @param {number} total tag entries in all
+ * @param {number} shown histogram tags shown
+ * @param {number} total histogram tags in the runs shown, counted as the header counts them
  */
 export function showFilterState(panel, error, shown, total) {
   panel.input.classList.toggle('invalid', error !== null);
@@ -292,148 +441,91 @@ export function showFilterState(panel, error, shown, total) {
   if (error !== null) {
     panel.message.textContent = `${error}. Showing everything.`;
   } else {
-    panel.message.textContent = shown === total ? '' : `${shown} of ${plural(total, 'histogram')} match`;
+    panel.message.textContent = shown === total ? plural(total, 'histogram tag') :
+      `${shown} of ${plural(total, 'histogram tag')} shown`;
   }
 }
 
 /**
- * Replaces the tree's content. Nodes are collapsible; `collapsed` holds the ids the user closed
- * (ignored while filtering so every match is visible).
- * @param {!HTMLElement} body
- * @param {!Array<TreeNode>} roots
- * @param {{collapsed: !Set<string>, filtering: boolean, selected: ?HistogramTarget,
- *          onOpen: function(HistogramTarget): void}} options
- */
-export function renderTree(body, roots, options) {
-  body.textContent = '';
-  if (roots.length === 0) {
-    body.append(el('p', {className: 'hint', text: options.filtering ? 'Nothing matches the filter.' : 'No runs yet.'}));
-    return;
-  }
-  const list = el('ul', {className: 'tree-level'});
-  list.append(...roots.map((root) => createTreeItem(root, options)));
-  body.append(list);
-}
-
-/**
- * @param {TreeNode} node
- * @param {{collapsed: !Set<string>, filtering: boolean, selected: ?HistogramTarget,
- *          onOpen: function(HistogramTarget): void}} options
+ * A group of toggle buttons, one pressed.
+ * @param {string} label accessible name of the group
+ * @param {string} testid
+ * @param {!Array<!Array<string>>} choices [value, text, tooltip]
+ * @param {string} current
+ * @param {function(string): void} onChoose
  * @return {!HTMLElement}
  */
-function createTreeItem(node, options) {
-  const item = el('li', {className: `tree-item kind-${node.kind}`});
-  item.setAttribute('role', 'treeitem');
-  if (node.kind === 'tag') {
-    const leaf = button(node.label, () => options.onOpen({run: node.run, tag: node.tag, lane: node.lane}),
-      {className: node.colliding ? 'tree-leaf colliding' : 'tree-leaf', testid: 'tree-leaf',
-        title: node.variable ? `${node.tag}\n${node.variable.path}` : node.tag});
-    leaf.setAttribute('data-run', node.run);
-    leaf.setAttribute('data-tag', node.tag);
-    if (node.lane !== null) {
-      leaf.setAttribute('data-lane', String(node.lane));
-    }
-    const selected = options.selected;
-    if (selected && selected.run === node.run && selected.tag === node.tag &&
-        (selected.lane === null || selected.lane === node.lane)) {
-      leaf.classList.add('selected');
-    }
-    if (node.colliding) {
-      leaf.append(el('span', {className: 'badge', text: 'collides'}));
-    }
-    item.append(leaf);
-    return item;
+function toggleGroup(label, testid, choices, current, onChoose) {
+  const group = el('div', {className: 'toggle', testid});
+  group.setAttribute('role', 'group');
+  group.setAttribute('aria-label', label);
+  for (const [value, text, tip] of choices) {
+    const choice = button(text, () => onChoose(value), {testid: `${testid}-${value}`,
+      className: value === current ? 'active' : '', title: tip});
+    choice.setAttribute('aria-pressed', String(value === current));
+    group.append(choice);
   }
-  const details = el('details', {className: 'tree-node', testid: 'tree-node'});
-  details.setAttribute('data-kind', node.kind);
-  details.open = options.filtering || !options.collapsed.has(node.id);
-  details.addEventListener('toggle', () => {
-    if (!options.filtering) {
-      if (details.open) {
-        options.collapsed.delete(node.id);
-      } else {
-        options.collapsed.add(node.id);
-      }
-    }
-  });
-  const summary = el('summary', {title: node.variable ? node.variable.path : node.path}, [
-    el('span', {className: 'node-label', text: node.label}),
-  ]);
-  if (node.variable && node.variable.shape) {
-    summary.append(el('span', {className: 'shape', text: formatShape(node.variable.shape)}));
-  }
-  if (node.colliding > 0) {
-    summary.append(el('span', {className: 'badge', text: `⚠ ${node.colliding}`,
-      title: `${plural(node.colliding, 'colliding tag entry', 'colliding tag entries')} below`}));
-  }
-  const children = el('ul', {className: 'tree-level'});
-  children.append(...node.children.map((child) => createTreeItem(child, options)));
-  if (node.children.length === 0) {
-    const why = node.kind === 'run' ? 'no layer groups or colliding tags reported' : 'no histogram logged';
-    children.append(el('li', {className: 'hint', text: why}));
-  }
-  details.append(summary, children);
-  item.append(details);
-  return item;
+  return group;
 }
 
 /**
- * The histograms screen's frame: back link, title, explanation slot, mode toggle and chart grid.
+ * The histograms screen's frame: back link, title, the chart settings (histograms or distributions, offset or
+ * overlay, time axis, shared or per-lane range), the run's warnings, an explanation slot and the chart grid.
  * @param {HistogramTarget} target
- * @param {string} mode 'offset' or 'overlay'
- * @param {{onBack: function(): void, onMode: function(string): void}} handlers
- * @return {{element: !HTMLElement, note: !HTMLElement, charts: !HTMLElement}}
+ * @param {ChartSettings} settings
+ * @param {{onBack: function(): void, onSetting: function(string, string): void}} handlers
+ * @return {{element: !HTMLElement, note: !HTMLElement, charts: !HTMLElement, warnings: !HTMLElement}}
  */
-export function createHistogramsView(target, mode, handlers) {
-  const toggle = el('div', {className: 'mode-toggle'});
-  toggle.setAttribute('role', 'group');
-  toggle.setAttribute('aria-label', 'Histogram mode');
-  for (const name of ['offset', 'overlay']) {
-    const choice = button(name, () => handlers.onMode(name), {testid: `mode-${name}`,
-      className: name === mode ? 'active' : '',
-      title: name === 'offset' ? 'One ridge per step, later steps in front' : 'All steps on one baseline'});
-    choice.setAttribute('aria-pressed', String(name === mode));
-    toggle.append(choice);
+export function createHistogramsView(target, settings, handlers) {
+  const controls = el('div', {className: 'chart-controls'}, [
+    toggleGroup('View', 'view', [['histograms', 'Histograms', 'Each step as a histogram, as the Histograms tab'],
+      ['distributions', 'Distributions', 'Percentile bands over steps, as the Distributions tab']],
+    settings.view, (value) => handlers.onSetting('view', value)),
+    toggleGroup('Histogram mode', 'mode', [['offset', 'Offset', 'One ridge per step, later steps in front'],
+      ['overlay', 'Overlay', 'All steps on one baseline']], settings.mode,
+    (value) => handlers.onSetting('mode', value)),
+    toggleGroup('Time axis', 'time', [['step', 'Step', 'Steps on the time axis'],
+      ['relative', 'Relative', 'Time since the first value'], ['wall', 'Wall', 'Clock time']], settings.time,
+    (value) => handlers.onSetting('time', value)),
+    toggleGroup('Value range', 'range', [['shared', 'Same range', 'Every lane on one value range, to compare by eye'],
+      ['lane', 'Per lane', 'Each lane on its own value range']], settings.range,
+    (value) => handlers.onSetting('range', value)),
+  ]);
+  if (settings.view === 'distributions') {
+    controls.querySelectorAll('[data-testid=mode] button').forEach((choice) => {
+      /** @type {!HTMLButtonElement} */ (choice).disabled = true;
+    });
   }
   const title = el('h2', {className: 'histograms-title'}, [
     el('span', {className: 'tag-name', text: target.tag}),
     el('span', {className: 'run-name', text: `run ${target.run}`}),
   ]);
   const note = el('div', {className: 'note'});
-  const charts = el('div', {className: 'charts'});
+  const warnings = el('div', {className: 'view-warnings'});
+  const charts = el('div', {className: `charts view-${settings.view}`});
   const element = el('section', {className: 'histograms', testid: 'histograms'}, [
     el('div', {className: 'histograms-bar'}, [
       button('← Overview', handlers.onBack, {className: 'back', testid: 'back'}),
       title,
-      toggle,
     ]),
+    controls,
+    warnings,
     note,
     charts,
   ]);
   element.setAttribute('data-run', target.run);
   element.setAttribute('data-tag', target.tag);
-  return {element, note, charts};
+  element.setAttribute('data-view', settings.view);
+  return {element, note, charts, warnings};
 }
 
 /**
- * Marks the active mode button after a switch.
- * @param {!HTMLElement} view element from createHistogramsView
- * @param {string} mode
- */
-export function showMode(view, mode) {
-  for (const name of ['offset', 'overlay']) {
-    const choice = view.querySelector(`[data-testid="mode-${name}"]`);
-    choice.classList.toggle('active', name === mode);
-    choice.setAttribute('aria-pressed', String(name === mode));
-  }
-}
-
-/**
- * A figure holding one chart (or its loading/error state) with a caption.
+ * A figure holding one chart (or its loading/error state) with a caption and an enlarge button.
  * @param {{testid: string, lane: ?number, title: string, subtitle: string, accent: boolean}} options
+ * @param {function(!HTMLElement): void} onResize called after the figure was enlarged or shrunk
  * @return {{figure: !HTMLElement, slot: !HTMLElement}}
  */
-export function createChartFigure(options) {
+export function createChartFigure(options, onResize) {
   const figure = el('figure', {className: options.accent ? 'chart-card tensorboard-view' : 'chart-card',
     testid: options.testid});
   if (options.lane !== null) {
@@ -441,68 +533,19 @@ export function createChartFigure(options) {
   }
   const caption = el('figcaption', {}, [el('span', {className: 'chart-title', text: options.title})]);
   if (options.lane !== null) {
-    const swatch = el('span', {className: 'swatch'});
-    swatch.style.background = laneColor(options.lane);
-    caption.prepend(swatch);
+    caption.prepend(swatch(options.lane));
   }
-  caption.append(el('span', {className: 'chart-subtitle', text: options.subtitle}));
+  const enlarge = button('⤢', () => {
+    const big = figure.classList.toggle('enlarged');
+    enlarge.setAttribute('aria-pressed', String(big));
+    enlarge.setAttribute('aria-label', big ? 'Shrink this chart' : 'Enlarge this chart');
+    onResize(figure);
+  }, {className: 'enlarge', testid: 'enlarge', title: 'Enlarge or shrink this chart'});
+  enlarge.setAttribute('aria-pressed', 'false');
+  enlarge.setAttribute('aria-label', 'Enlarge this chart');
+  caption.append(enlarge, el('span', {className: 'chart-subtitle', text: options.subtitle,
+    title: options.subtitle}));
   const slot = el('div', {className: 'chart-slot'});
   figure.append(caption, slot);
   return {figure, slot};
-}
-
-/**
- * Draws a laid-out chart as SVG: filled ridges in offset mode, outlines in overlay mode, ridges
- * coloured by the lane that wrote them.
- * @param {ChartLayout} layout
- * @param {string} mode
- * @param {string} label accessible name of the chart
- * @return {!SVGElement}
- */
-export function createChartSvg(layout, mode, label) {
-  const svg = svgEl('svg', {viewBox: `0 0 ${layout.width} ${layout.height}`, class: `chart mode-${mode}`,
-    role: 'img', preserveAspectRatio: 'xMidYMid meet'});
-  svg.setAttribute('aria-label', label);
-  const {plot} = layout;
-  if (layout.ridges.length === 0) {
-    const text = svgEl('text', {x: layout.width / 2, y: layout.height / 2, 'text-anchor': 'middle', class: 'empty'});
-    text.textContent = 'No histograms at any step';
-    svg.append(text);
-    return svg;
-  }
-  const grid = svgEl('g', {class: 'axis'});
-  for (const tick of layout.xTicks) {
-    grid.append(svgEl('line', {x1: tick.at, x2: tick.at, y1: plot.bottom, y2: plot.bottom + 4}));
-    const text = svgEl('text', {x: tick.at, y: plot.bottom + 15, 'text-anchor': 'middle'});
-    text.textContent = tick.label;
-    grid.append(text);
-  }
-  for (const tick of layout.yTicks) {
-    grid.append(svgEl('line', {x1: plot.right, x2: plot.right + 4, y1: tick.at, y2: tick.at}));
-    const text = svgEl('text', {x: plot.right + 7, y: tick.at + 3});
-    text.textContent = tick.label;
-    grid.append(text);
-  }
-  const axisTitle = svgEl('text', {x: plot.right + 7, y: plot.top - 8, class: 'axis-title'});
-  axisTitle.textContent = layout.yAxisTitle;
-  grid.append(axisTitle);
-
-  const ridges = svgEl('g', {class: 'ridges'});
-  for (const ridge of layout.ridges) {
-    const color = ridgeColor(ridge.lane, ridge.shade);
-    const path = svgEl('path', {d: ridge.path, class: 'ridge'});
-    if (mode === 'offset') {
-      path.setAttribute('fill', color);
-      path.setAttribute('stroke', '#fff');
-    } else {
-      path.setAttribute('fill', 'none');
-      path.setAttribute('stroke', color);
-    }
-    const tip = svgEl('title', {});
-    tip.textContent = `step ${ridge.step} · lane ${ridge.lane}`;
-    path.append(tip);
-    ridges.append(path);
-  }
-  svg.append(grid, ridges);
-  return svg;
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import {
   downsample, lastWriterSeries, normalizeSeries, rebin, stepsShownByLane, valueRange,
 } from '../../frontend/histogram.js';
-import {CHART_HEIGHT, layoutChart, niceDomain, niceTicks} from '../../frontend/chart.js';
+import {histogramAt, layoutHistogram, niceDomain, niceTicks, sharedDomain} from '../../frontend/chart.js';
 
 /** A lane's served series: one histogram per step, centred on `centre`. */
 function served(steps, centre) {
@@ -62,22 +62,63 @@ test('downsampling keeps first and last, evenly spaced', () => {
   assert.equal(downsample(steps.slice(0, 3), 5).length, 3);
 });
 
+const SIZE = {width: 440, height: 300, domain: null};
+
 test('offset mode moves each later step down; overlay mode shares one baseline', () => {
   const series = normalizeSeries(served([0, 1, 2, 3, 4], 0), 0);
-  const offset = layoutChart(series, 'offset');
+  const offset = layoutHistogram(series, {...SIZE, mode: 'offset', time: 'step'});
   const baselines = offset.ridges.map((r) => r.baseline);
   assert.deepEqual([...baselines].sort((a, b) => a - b), baselines);
   assert.ok(baselines[0] < baselines[4]);
   assert.equal(baselines[4], offset.plot.bottom);
   assert.deepEqual(offset.yTicks.map((t) => t.label), ['0', '1', '2', '3', '4']);
-  assert.equal(offset.yAxisTitle, 'step');
+  assert.equal(offset.yTitle, 'step');
+  assert.equal(offset.xTitle, 'value');
   assert.match(offset.ridges[0].path, /^M[\d.]+,[\d.]+(L[\d.]+,[\d.]+)+Z$/);
 
-  const overlay = layoutChart(series, 'overlay');
+  const overlay = layoutHistogram(series, {...SIZE, mode: 'overlay', time: 'step'});
   assert.deepEqual(new Set(overlay.ridges.map((r) => r.baseline)), new Set([overlay.plot.bottom]));
-  assert.equal(overlay.yAxisTitle, 'count');
-  assert.ok(overlay.ridges.every((r) => r.baseline <= CHART_HEIGHT));
-  assert.deepEqual(layoutChart([], 'offset').ridges, []);
+  assert.equal(overlay.yTitle, 'count');
+  assert.ok(overlay.ridges.every((r) => r.baseline <= SIZE.height));
+  assert.deepEqual(layoutHistogram([], {...SIZE, mode: 'offset', time: 'step'}).ridges, []);
+});
+
+test('the time axis places ridges by step, by seconds since the first value, or by wall time', () => {
+  // Steps 0, 1, 2 at wall times 100, 101, 190: by step evenly spaced, by time step 2 far below step 1.
+  const series = [0, 1, 2].map((step, i) => ({step, wallTime: [100, 101, 190][i], lane: 0, buckets: [[0, 1, 4]]}));
+  const byStep = layoutHistogram(series, {...SIZE, mode: 'offset', time: 'step'}).ridges.map((r) => r.baseline);
+  const relative = layoutHistogram(series, {...SIZE, mode: 'offset', time: 'relative'});
+  const byTime = relative.ridges.map((r) => r.baseline);
+  assert.ok(Math.abs((byStep[1] - byStep[0]) - (byStep[2] - byStep[1])) < 1e-9);
+  assert.ok(byTime[2] - byTime[1] > 50 * (byTime[1] - byTime[0]));
+  assert.equal(relative.yTitle, 'relative time');
+  assert.ok(relative.yTicks.every((t) => /s$|m/.test(t.label)));
+  assert.equal(layoutHistogram(series, {...SIZE, mode: 'offset', time: 'wall'}).yTitle, 'wall time');
+});
+
+test('lanes drawn on a shared domain line up value for value', () => {
+  const narrow = [{step: 0, wallTime: 0, lane: 0, buckets: [[-0.1, 0.1, 5]]}];
+  const wide = [{step: 0, wallTime: 0, lane: 1, buckets: [[-2, 2, 5]]}];
+  const domain = sharedDomain([narrow, wide]);
+  assert.deepEqual(domain, [-2, 2]);
+  const a = layoutHistogram(narrow, {...SIZE, mode: 'offset', time: 'step', domain});
+  const b = layoutHistogram(wide, {...SIZE, mode: 'offset', time: 'step', domain});
+  assert.deepEqual(a.xTicks, b.xTicks);
+  const own = layoutHistogram(narrow, {...SIZE, mode: 'offset', time: 'step'});
+  assert.notDeepEqual(own.xTicks, a.xTicks);
+  assert.equal(sharedDomain([[], []]), null);
+});
+
+test('the pointer finds the step of the nearest ridge and the drawn bin under it', () => {
+  const series = normalizeSeries(served([0, 1, 2, 3, 4], 0), 0);
+  const layout = layoutHistogram(series, {...SIZE, mode: 'offset', time: 'step'});
+  const last = layout.ridges[4];
+  const hit = histogramAt(layout, (layout.plot.left + layout.plot.right) / 2, last.baseline - 1);
+  assert.equal(hit.ridge.step, 4);
+  assert.ok(hit.bin.x <= hit.value && hit.value <= hit.bin.x + hit.bin.dx);
+  assert.ok(hit.ridge.bins.includes(hit.bin));
+  assert.ok(hit.bin.y > 0);
+  assert.equal(histogramAt(layout, layout.plot.right + 20, last.baseline), null);
 });
 
 test('axis ticks land on 1, 2, 5 multiples', () => {

@@ -1,7 +1,9 @@
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
 
-import {buildTree, compileFilter, countTagEntries, filterTree, splitPath} from '../../frontend/tree.js';
+import {
+  buildTree, collidingOnly, compileFilter, countTags, filterTree, pathTo, splitPath, visibleRows,
+} from '../../frontend/tree.js';
 import {SEED_TAG, cleanReport, collidingReport} from './report-fixture.mjs';
 
 /** Child of `node` with `label`, failing the test when missing. */
@@ -75,7 +77,7 @@ test('the regex filter keeps matching variables and tags with their ancestors', 
   assert.deepEqual(sequential.children.map((c) => c.label), ['my_layer_1']);
   assert.deepEqual(child(sequential, 'my_layer_1').children.map((c) => c.label), ['my_variable1']);
   assert.equal(kept[0].colliding, 1);
-  assert.equal(countTagEntries(kept), 1);
+  assert.equal(countTags(kept), 1);
 });
 
 test('the filter matches tag names too', () => {
@@ -91,4 +93,72 @@ test('an invalid regex reports an error and filters nothing', () => {
   assert.match(filter.error, /Invalid regular expression/);
   assert.equal(filterTree(trees, filter.regex), trees);
   assert.deepEqual(compileFilter(''), {regex: null, error: null});
+});
+
+/** A report of `runs` runs of `tags` tags each, one tag in ten written by three layers, every tag in a group. */
+function bigReport(runs, tags) {
+  const report = {schema: 'tb-varscope/1', logdir: '/l', summary: {runs, histogram_tags: runs * tags, collisions: 0,
+    warnings: 0}, runs: []};
+  for (let r = 0; r < runs; r++) {
+    const collisions = [];
+    const groups = [];
+    for (let t = 0; t < tags; t++) {
+      const block = `model/block_${Math.floor(t / 10)}`;
+      const tag = `${block}/conv_${t % 10}/kernel`;
+      const colliding = t % 10 === 0;
+      if (colliding) {
+        collisions.push({tag, kind: 'same-step', writers: 3, steps: 5, first_step: 0, last_step: 4, files: ['f'],
+          lanes: [0, 1, 2].map((lane) => ({lane, variable: `${block}/v${lane}`, checkpoint_key: null, shape: null,
+            elements: 1, confidence: 1, evidence: ''})), explanation: '', fix: ''});
+      }
+      const variables = colliding ? [0, 1, 2].map((lane) => ({name: `v${lane}`, path: `${block}/v${lane}`,
+        checkpoint_key: null, shape: null, tag, lane})) : [];
+      groups.push({path: block, tags: [tag], variables});
+    }
+    report.summary.collisions += collisions.length;
+    report.runs.push({run: `run_${r}`, event_files: 1, histogram_tags: tags, checkpoint: null, warnings: [],
+      collisions, groups});
+  }
+  return report;
+}
+
+test('the tree counts each tag once, lanes included, so it agrees with the header', () => {
+  const trees = buildTree(collidingReport());
+  assert.equal(countTags(trees), 6, 'the seed tag counts once, not once per lane');
+  const big = bigReport(2, 300);
+  assert.equal(countTags(buildTree(big)), big.summary.histogram_tags);
+});
+
+test('colliding only keeps the colliding tag entries and their ancestors', () => {
+  const trees = collidingOnly(buildTree(collidingReport()));
+  assert.deepEqual(trees.map((t) => t.label), ['resumed', 'train']);
+  const leaves = [];
+  const walk = (node) => (node.kind === 'tag' ? leaves.push(node) : node.children.forEach(walk));
+  trees.forEach(walk);
+  assert.ok(leaves.length > 0 && leaves.every((leaf) => leaf.colliding === 1));
+});
+
+test('at 10,000 tags only open nodes make rows: runs open, the rest folded', () => {
+  const trees = buildTree(bigReport(10, 1000));
+  assert.equal(countTags(trees), 10000);
+  const folded = visibleRows(trees, (node, depth) => depth === 0);
+  assert.equal(folded.length, 20, 'ten runs and their one `model` scope each');
+  assert.deepEqual(folded.slice(0, 2).map((row) => [row.depth, row.open, row.node.kind]),
+    [[0, true, 'run'], [1, false, 'scope']]);
+  assert.deepEqual(folded.map((row) => row.posinset).slice(0, 3), [1, 1, 2]);
+  assert.equal(folded[0].setsize, 10);
+  const all = visibleRows(trees, () => true);
+  assert.ok(all.length > 10000);
+  assert.equal(all.filter((row) => row.node.kind === 'tag').length, 10000 - 1000 + 3000);
+});
+
+test('the path to a tag lists the nodes to unfold, top down', () => {
+  const trees = buildTree(collidingReport());
+  const path = pathTo(trees, (node) => node.tag === SEED_TAG && node.lane === 2);
+  const rows = visibleRows(trees, (node) => path.includes(node.id));
+  const leaf = rows.find((row) => row.node.tag === SEED_TAG);
+  assert.equal(leaf.node.lane, 2);
+  assert.equal(leaf.depth, path.length);
+  assert.ok(rows.length < visibleRows(trees, () => true).length);
+  assert.deepEqual(pathTo(trees, () => false), []);
 });
