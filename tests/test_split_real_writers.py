@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.reading.events import histogram_values
+from tb_varscope_plugin.reading.events import histogram_values, parse_event
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.records import RecordReader
 from tb_varscope_plugin.rewrite.plan import LANE
@@ -57,7 +57,8 @@ def _histogram_count(logdir: Path) -> int:
 def _other_records(path: Path) -> list[bytes]:
     reader = RecordReader(str(path))
     plugins: dict[str, str] = {}
-    found = [p for block in reader.blocks() for p in block.payloads if histogram_values(p, plugins) is None]
+    records = [p for block in reader.blocks() for p in block.payloads]
+    found = [p for p in records if histogram_values(parse_event(p), plugins) is None]
     assert reader.damage is None and reader.pending == 0
     return found
 
