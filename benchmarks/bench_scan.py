@@ -54,7 +54,7 @@ def child_count(logdir: str) -> dict:
         for tag in run.histogram_tags():
             series = [f.series[tag] for f in run.files if tag in f.series]
             kept += sum(len(s.steps) for s in series)
-            per_step += len(np.unique(np.concatenate([np.frombuffer(s.steps, dtype=np.int64) for s in series])))
+            per_step += len(np.unique(np.concatenate([s.steps.astype(np.int64) for s in series])))
     return {"kept": kept, "one_per_step": per_step}
 
 

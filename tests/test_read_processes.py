@@ -18,7 +18,10 @@ def state(index):
             f.reader.offset,
             f.reader.pending,
             f.reader.damage,
-            {t: (s.encoding, s.steps, s.wall_times, s.offsets, s.indices) for t, s in f.series.items()},
+            {
+                t: (s.encoding, *(c.tolist() for c in (s.steps, s.wall_times, s.offsets, s.indices)))
+                for t, s in f.series.items()
+            },
             run.generation,
         )
         for run in index.runs.values()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import pytest
 from eventlogs import histogram_event, write_events
 from hypothesis import given
 from hypothesis import strategies as st
+from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.tensorflow_stub.io import gfile
+from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 
 from tb_varscope_plugin import filesystem as filesystem_module
 from tb_varscope_plugin import report as report_module
 from tb_varscope_plugin.analysis import groups
 from tb_varscope_plugin.checkpoints import discovery as discovery_module
 from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.reading.run_index import Series
 from tb_varscope_plugin.report import Reporter
 from tb_varscope_plugin.server.live import LiveReport
 
@@ -150,3 +154,50 @@ def test_a_run_whose_file_grew_is_the_only_one_rebuilt(thousand_runs, tmp_path, 
     assert after["summary"]["collisions"] == 2
     kept = [a is b for a, b in zip(before["runs"], after["runs"], strict=True)]
     assert kept.count(False) == 1 and not kept[42]
+
+
+def _small_histograms(path: Path, tags: int, steps: int) -> None:
+    """`tags` histogram tags logged at each of `steps` steps, with one bucket each to keep the file small."""
+    values = np.arange(3.0)
+    events = [
+        event_pb2.Event(step=step, wall_time=1.7e9 + step, summary=histogram_pb(f"layer_{t}/kernel", values, buckets=1))
+        for step in range(steps)
+        for t in range(tags)
+    ]
+    write_events(str(path / "events.out.tfevents.1.host"), events)
+
+
+@pytest.mark.parametrize(
+    ("tags", "steps", "per_value", "per_series"),
+    [
+        (20, 2_500, 24, 0),  # long series: 24 bytes a value at most, all included (16.5 measured)
+        (2_000, 25, 20, 1_000),  # short ones: each series' array and its tag's entries add up to 1 KB (650 measured)
+    ],
+)
+def test_memory_per_indexed_value(tmp_path, tags, steps, per_value, per_series):
+    _small_histograms(tmp_path, tags, steps)
+    tracemalloc.start()
+    try:
+        index = LogdirIndex(str(tmp_path))
+        index.reload()
+        run = index.runs["."]
+        assert all(run.most_per_step(tag) == 1 for tag in run.histogram_tags())  # lanes, as the report sorts them
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(len(s) for s in run.files[0].series.values()) == tags * steps
+    # A size, measured, not a time: 16 bytes a value (step, wall time and offset, 4-byte wide where they fit) and
+    # an eighth of slack at most, besides what each series costs whatever its length.
+    assert kept <= per_value * tags * steps + per_series * tags
+
+
+def test_series_widen_to_8_bytes_for_steps_and_offsets_past_4_bytes():
+    series = Series("tensor")
+    one = np.ones(1, dtype=np.int64)
+    series.append(one * 5, one * 1.5, one * 100, one * 0)
+    series.append(one * (1 << 40), one * 2.5, one * (5 << 30), one * 3)  # a huge global step, a 5 GiB offset
+    series.append(one * -1, one * 3.5, one * 7, one * 0)
+    assert series.steps.tolist() == [5, 1 << 40, -1]
+    assert series.offsets.tolist() == [100, 5 << 30, 7]
+    assert series.wall_times.tolist() == [1.5, 2.5, 3.5]
+    assert series.indices.tolist() == [0, 3, 0]

@@ -8,7 +8,6 @@ any lane can be decoded later on demand without holding histograms in memory. In
 from __future__ import annotations
 
 import posixpath
-from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,26 +23,80 @@ SKIPPED_SHOWN = 10
 
 
 class Series:
-    """The values one event file holds for one tag, in the order they were written."""
+    """The values one event file holds for one tag, in the order they were written.
 
-    __slots__ = ("steps", "wall_times", "offsets", "indices", "encoding", "_lanes")
+    Kept compactly, since a logdir holds millions: one numpy record array per series (step, wall time, record
+    offset), its step and offset columns 4 bytes wide until a value needs 8, grown by an eighth at a time; the
+    position of a value in its record's summary is stored only once one is not the first (TF1 merged summaries).
+    16 bytes per value for most logs, 24 at most, besides a few hundred bytes per series.
+    """
+
+    __slots__ = ("_rows", "_size", "_indices", "encoding", "_lanes")
 
     def __init__(self, encoding: str) -> None:
-        self.steps = array("q")
-        self.wall_times = array("d")
-        self.offsets = array("q")  # record offset in the file
-        self.indices = array("I")  # position of the value in the record's summary
+        self._rows = np.empty(0, dtype=_row_type(np.int32, np.uint32))
+        self._size = 0
+        self._indices: np.ndarray | None = None  # uint32, while every value was the first of its record: None
         self.encoding = encoding
         self._lanes: _Lanes | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._rows["step"][: self._size]
+
+    @property
+    def wall_times(self) -> np.ndarray:
+        return self._rows["wall_time"][: self._size]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Each value's record offset in the file."""
+        return self._rows["offset"][: self._size]
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Each value's position in its record's summary."""
+        if self._indices is None:
+            return np.zeros(self._size, dtype=np.uint32)
+        return self._indices[: self._size]
+
+    def append(self, steps: np.ndarray, wall_times: np.ndarray, offsets: np.ndarray, indices: np.ndarray) -> None:
+        """Adds values at the end, in write order."""
+        n, size = len(steps), self._size
+        step_type = _widest(self._rows.dtype["step"], steps, np.int32)
+        offset_type = _widest(self._rows.dtype["offset"], offsets, np.uint32)
+        rows = self._rows
+        if size + n > len(rows) or rows.dtype != _row_type(step_type, offset_type):
+            grown = np.empty(max(size + n, len(rows) + len(rows) // 8 + 4), dtype=_row_type(step_type, offset_type))
+            for name in ("step", "wall_time", "offset"):
+                grown[name][:size] = rows[name][:size]
+            rows = self._rows = grown
+        rows["step"][size : size + n] = steps
+        rows["wall_time"][size : size + n] = wall_times
+        rows["offset"][size : size + n] = offsets
+        if self._indices is not None or indices.any():
+            if self._indices is None or len(self._indices) < len(rows):
+                kept = self.indices
+                self._indices = np.zeros(len(rows), dtype=np.uint32)
+                self._indices[:size] = kept
+            self._indices[size : size + n] = indices
+        self._size = size + n
 
     def step_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Distinct steps and how many values each holds."""
         lanes = self.lanes()
+        if lanes.steps is None or lanes.counts is None:
+            return self.steps.copy(), np.ones(self._size, dtype=np.int32)
         return lanes.steps, lanes.counts
 
     def lane_positions(self, lane: int) -> np.ndarray:
         """Positions, in write order, of the values that were the `lane`-th written at their step."""
         lanes = self.lanes()
+        if lanes.positions is None or lanes.bounds is None:
+            return np.arange(self._size if lane == 0 else 0)
         if lane + 1 >= len(lanes.bounds):
             return lanes.positions[:0]
         return lanes.positions[lanes.bounds[lane] : lanes.bounds[lane + 1]]
@@ -51,22 +104,27 @@ class Series:
     def lanes(self) -> _Lanes:
         """The series sorted into lanes, worked out once for each length the series reaches: the report and
         `/histograms` ask for every lane in turn, and sorting for each would cost lanes x values."""
-        if self._lanes is None or self._lanes.length != len(self.steps):
-            self._lanes = _Lanes.of(np.frombuffer(self.steps, dtype=np.int64))
+        if self._lanes is None or self._lanes.length != self._size:
+            self._lanes = _Lanes.of(self.steps)
         return self._lanes
 
 
 @dataclass(frozen=True)
 class _Lanes:
+    """A series sorted into lanes. Kept for every series once the report is built, so kept small: nothing beyond
+    `most` for a series with one value per step written in step order (what most are), 4-byte integers else."""
+
     length: int
-    steps: np.ndarray  # distinct steps, sorted
-    counts: np.ndarray  # how many values each step holds
+    steps: np.ndarray | None  # distinct steps, sorted
+    counts: np.ndarray | None  # how many values each step holds
     most: int  # the largest of counts
-    positions: np.ndarray  # every position, lane by lane, each lane in write order
-    bounds: np.ndarray  # lane k is positions[bounds[k]:bounds[k + 1]]
+    positions: np.ndarray | None  # every position, lane by lane, each lane in write order; None: in write order
+    bounds: np.ndarray | None  # lane k is positions[bounds[k]:bounds[k + 1]]
 
     @staticmethod
     def of(steps: np.ndarray) -> _Lanes:
+        if len(steps) and bool((steps[1:] > steps[:-1]).all()):
+            return _Lanes(len(steps), None, None, 1, None, None)
         order = np.argsort(steps, kind="stable")  # stable: within a step, values stay in write order
         ordered = steps[order]
         rank = np.arange(len(steps)) - np.searchsorted(ordered, ordered, side="left")
@@ -74,7 +132,30 @@ class _Lanes:
         distinct, counts = np.unique(ordered, return_counts=True)
         most = int(counts.max()) if len(counts) else 0
         bounds = np.searchsorted(rank[by_lane], np.arange(most + 1), side="left")
-        return _Lanes(len(steps), distinct, counts, most, order[by_lane], bounds)
+        narrow = np.int32 if len(steps) < 2**31 else np.int64
+        return _Lanes(len(steps), distinct, counts.astype(np.int32), most, order[by_lane].astype(narrow), bounds)
+
+
+def _row_type(step: type | np.dtype, offset: type | np.dtype) -> np.dtype:
+    # One dtype object per layout, shared by every series: each structured dtype costs hundreds of bytes.
+    key = (np.dtype(step).char, np.dtype(offset).char)
+    found = _ROW_TYPES.get(key)
+    if found is None:
+        found = _ROW_TYPES[key] = np.dtype([("step", step), ("wall_time", np.float64), ("offset", offset)])
+    return found
+
+
+_ROW_TYPES: dict[tuple[str, str], np.dtype] = {}
+
+
+def _widest(current: np.dtype, values: np.ndarray, narrow: type) -> np.dtype:
+    """`current`, or int64 once `values` do not fit the narrow type."""
+    if current == np.int64 or not len(values):
+        return current
+    limits = np.iinfo(narrow)
+    if values.min() < limits.min or values.max() > limits.max:
+        return np.dtype(np.int64)
+    return current
 
 
 @dataclass(frozen=True)
@@ -269,10 +350,7 @@ class EventFile:
                     encoding = slow[row - len(fast_records)][3]
                 s = series[tag] = Series(encoding)
             rows = order[first:last]
-            s.steps.frombytes(steps[rows].tobytes())
-            s.wall_times.frombytes(wall_times[rows].tobytes())
-            s.offsets.frombytes(offsets[rows].tobytes())
-            s.indices.frombytes(indices[rows].astype(np.uint32).tobytes())
+            s.append(steps[rows], wall_times[rows], offsets[rows], indices[rows])
 
     def tags(self) -> set[str]:
         """Every summary tag the file was seen to hold: its histograms', every tensor summary's, and the tag of
@@ -379,9 +457,9 @@ class RunIndex:
         """
         by_step: dict[int, ValueRef] = {}
         for f, s, positions in self._lane_positions(tag, lane):
-            for i in positions.tolist():
-                step = s.steps[i]
-                by_step[step] = ValueRef(step, s.wall_times[i], f.path, s.offsets[i], s.indices[i])
+            columns = (s.steps[positions], s.wall_times[positions], s.offsets[positions], s.indices[positions])
+            for step, wall_time, offset, index in zip(*(c.tolist() for c in columns), strict=True):
+                by_step[step] = ValueRef(step, wall_time, f.path, offset, index)
         return [by_step[step] for step in sorted(by_step)]
 
     def last_ref(self, tag: str, lane: int) -> ValueRef | None:
@@ -390,7 +468,7 @@ class RunIndex:
         for f, s, positions in self._lane_positions(tag, lane):
             if not len(positions):
                 continue
-            steps = np.frombuffer(s.steps, dtype=np.int64)[positions]
+            steps = s.steps[positions]
             step = int(steps.max())
             # As in lane_refs: at the highest step, a later file's value replaces an earlier one's, and a later
             # position's an earlier one's.
@@ -399,7 +477,7 @@ class RunIndex:
         if last is None:
             return None
         step, f, s, i = last
-        return ValueRef(step, s.wall_times[i], f.path, s.offsets[i], s.indices[i])
+        return ValueRef(step, float(s.wall_times[i]), f.path, int(s.offsets[i]), int(s.indices[i]))
 
     def _lane_positions(self, tag: str, lane: int) -> list[tuple[EventFile, Series, np.ndarray]]:
         """The files whose values make lane `lane` of `tag`, in the order they override one another, with the
@@ -410,7 +488,7 @@ class RunIndex:
         for f in files:
             s = f.series.get(tag)
             if s is not None:
-                found.append((f, s, np.arange(len(s.steps)) if sharing else s.lane_positions(lane)))
+                found.append((f, s, np.arange(len(s)) if sharing else s.lane_positions(lane)))
         return found
 
     def _files_sharing(self, tag: str) -> list[EventFile]:

@@ -132,10 +132,10 @@ def _first_metadata(plan: FilePlan) -> dict[str, summary_pb2.SummaryMetadata]:
     for tag in sorted({old for entries in plan.retag.values() for _, old, _ in entries}):
         series = plan.file.series[tag]
         try:
-            first = event_pb2.Event.FromString(read_record_at(plan.file.path, series.offsets[0]))
+            first = event_pb2.Event.FromString(read_record_at(plan.file.path, int(series.offsets[0])))
         except (ValueError, *READ_ERRORS) as error:
-            raise SourceError(series.offsets[0], f"could not be read again ({error}); not copied") from error
-        value = first.summary.value[series.indices[0]]
+            raise SourceError(int(series.offsets[0]), f"could not be read again ({error}); not copied") from error
+        value = first.summary.value[int(series.indices[0])]
         if value.HasField("metadata"):
             found[tag] = value.metadata
     return found

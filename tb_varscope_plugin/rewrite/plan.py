@@ -72,17 +72,18 @@ def plan_run(run: RunIndex, report: RunReport) -> RunPlan:
     holders: dict[str, list[_Held]] = {}
     for number, f in enumerate(run.files):
         for tag, series in f.series.items():
-            steps = np.frombuffer(series.steps, dtype=np.int64)
+            steps = series.steps.astype(np.int64)
             if tag not in split_tags:
                 holders.setdefault(tag, []).append((number, tag, np.arange(len(steps)), steps))
                 continue
+            offsets, indices = series.offsets.tolist(), series.indices.tolist()
             lane = 0
             while (tag, lane) in names:
                 positions = series.lane_positions(lane)
                 new = names[(tag, lane)]
                 if len(positions):
                     for i in positions.tolist():
-                        files[number].add(series.offsets[i], series.indices[i], tag, new)
+                        files[number].add(offsets[i], indices[i], tag, new)
                     moves.append(Move(LANE, tag, lane, new, f.name, tuple(steps[positions].tolist())))
                     holders.setdefault(new, []).append((number, tag, positions, steps[positions]))
                 lane += 1
@@ -147,12 +148,13 @@ def _supersede(run: RunIndex, files: list[FilePlan], tag: str, held: list[_Held]
             level += np.isin(steps, h[3])
         f = run.files[number]
         series = f.series[source]
+        offsets, indices = series.offsets.tolist(), series.indices.tolist()
         for k in sorted(set(level[level > 0].tolist())):
             if k not in names:
                 names[k] = _unclaimed(superseded_tag(tag, k), "moved", taken)
             chosen = np.flatnonzero(level == k)
             for i in positions[chosen].tolist():
-                _retarget(files[number], series.offsets[i], series.indices[i], source, names[k])
+                _retarget(files[number], offsets[i], indices[i], source, names[k])
             moved = steps[chosen]
             newest = next(run.files[h[0]].name for h in reversed(newer) if np.isin(moved, h[3]).any())
             moves.append(Move(SUPERSEDED, tag, None, names[k], f.name, tuple(moved.tolist()), newest))
