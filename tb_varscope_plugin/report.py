@@ -216,8 +216,8 @@ def scan(
     """Reads every run under `logdir` and returns the report document (see the contract).
 
     `run_filter` keeps only runs whose name it matches; `progress` is told each run's name before it is read.
-    Files are read by two processes where there are two cores (a one-off scan owns its process; the plugin, a
-    threaded server, never forks).
+    Files are read by one process per core this process may run on (a one-off scan owns its process; the plugin,
+    a threaded server, never forks).
     """
     return Reporter(read_logdir(logdir, run_filter=run_filter, progress=progress), checkpoints).report()
 
@@ -225,8 +225,8 @@ def scan(
 def read_logdir(
     logdir: str, *, run_filter: re.Pattern | None = None, progress: Callable[[str], None] | None = None
 ) -> LogdirIndex:
-    """The index of every run under `logdir`, read once, by two processes where there are two cores."""
+    """The index of every run under `logdir`, read once, by one process per usable core."""
     index = LogdirIndex(logdir, run_filter)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    index.reload(progress, processes=min(2, cores))
+    index.reload(progress, processes=cores)
     return index
