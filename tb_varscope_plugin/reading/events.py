@@ -7,6 +7,7 @@ Both encodings are understood: TF2 tensor summaries of the `histograms` plugin (
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -81,6 +82,23 @@ def _counts_problem(counts) -> str | None:
     if min(counts) < 0:
         return f"a bucket count is negative ({min(counts):g})"
     return f"bucket counts add up to {total:g}, more than any tensor holds"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What an event file's first event says of its writer: `file_version` (`brain.Event:2` from TensorFlow, PyTorch
+    and tensorboardX alike) and `source_metadata.writer` (`tensorflow.core.util.events_writer` from TensorFlow,
+    `tensorboard.summary.writer.event_file_writer` from TensorBoard's Python writer, which PyTorch uses; tensorboardX
+    and older TensorFlow write none)."""
+
+    file_version: str
+    writer: str
+
+
+def origin(payload: bytes) -> Origin:
+    """The origin of the file whose first event is `payload`."""
+    event = parse_event(payload)
+    return Origin(event.file_version, event.source_metadata.writer)
 
 
 def parsed_prefix(payloads: list[bytes]) -> int:

@@ -185,6 +185,7 @@ class EventFile:
         self.skipped: list[ReportWarning] = []  # the first values left out because they do not decode
         self.skipped_more = 0  # how many more were left out
         self.restarted: ReportWarning | None = None  # why the file was last read again from the start
+        self.origin: events.Origin | None = None  # what the file's first event says of its writer, once read
 
     # What reading changes: a forked reader sends exactly this back, and the parent restores it.
     STATE = (
@@ -198,6 +199,7 @@ class EventFile:
         "skipped",
         "skipped_more",
         "restarted",
+        "origin",
     )
 
     def snapshot(self) -> tuple:
@@ -244,6 +246,8 @@ class EventFile:
         # Every record is parsed, so one that does not parse is damage wherever its fields are read from.
         count = events.parsed_prefix(block.payloads)
         payloads = block.payloads[:count]
+        if count and self.origin is None and block.base + int(block.starts[0]) == 0:
+            self.origin = events.origin(payloads[0])
         starts = block.starts[:count] + HEADER
         data = np.frombuffer(block.data, dtype=np.uint8)
         fast = fast_path.single_values(data, starts, starts + block.lengths[:count])
