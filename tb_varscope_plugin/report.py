@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tb_varscope_plugin.analysis.attribution import attribute_lanes
-from tb_varscope_plugin.analysis.collisions import collision_entry, find_collisions
+from tb_varscope_plugin.analysis.attribution import LaneMatch, attribute_lanes, attribute_restart
+from tb_varscope_plugin.analysis.collisions import FoundCollision, collision_entry, find_collisions
 from tb_varscope_plugin.analysis.groups import group_tags
+from tb_varscope_plugin.analysis.siblings import share_sibling_lanes
 from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
@@ -185,10 +186,10 @@ def _mtime(path: str) -> float | None:
 def build_run_report(run: RunIndex, checkpoint: Checkpoint | None = None) -> RunReport:
     """One run's part of the report, its lanes and groups attributed from `checkpoint` when there is one."""
     values: dict[str, np.ndarray] = {}  # variables loaded once, shared by attribution and grouping
-    collisions: list[Collision] = []
-    for found in find_collisions(run):
-        matches = attribute_lanes(run, found.tag, found.writers, checkpoint, values) if found.kind == SAME_STEP else []
-        collisions.append(collision_entry(found, matches))
+    found = find_collisions(run)
+    matches = [_attribute(run, f, checkpoint, values) for f in found]
+    matches = share_sibling_lanes(run, found, matches)
+    collisions: list[Collision] = [collision_entry(f, m) for f, m in zip(found, matches, strict=True)]
     return {
         "run": run.name,
         "event_files": len(run.files),
@@ -204,6 +205,17 @@ def build_run_report(run: RunIndex, checkpoint: Checkpoint | None = None) -> Run
         "collisions": collisions,
         "groups": group_tags(run, collisions, checkpoint, values),
     }
+
+
+def _attribute(
+    run: RunIndex, found: FoundCollision, checkpoint: Checkpoint | None, values: dict[str, np.ndarray]
+) -> list[LaneMatch]:
+    if found.kind != SAME_STEP:
+        return []
+    if found.restarts:
+        steps = (found.first_step, found.last_step)
+        return attribute_restart(run, found.tag, found.writers, found.restarts, steps, checkpoint, values)
+    return attribute_lanes(run, found.tag, found.writers, checkpoint, values)
 
 
 def scan(

@@ -12,6 +12,10 @@ SCHEMA = "tb-varscope/1"
 SAME_STEP: Literal["same-step"] = "same-step"
 CROSS_FILE: Literal["cross-file"] = "cross-file"
 CollisionKind = Literal["same-step", "cross-file"]
+# A same-step collision's `cause` when the tag repeats only because the run's steps went back (a reload of an
+# earlier snapshot written into the same file). Absent for every other collision, so `kind` keeps its two values.
+RESTART: Literal["restart"] = "restart"
+CollisionCause = Literal["restart"]
 
 CheckpointFormat = Literal["tf-checkpoint", "saved-model", "keras-weights-h5", "keras-v3", "safetensors", "pytorch"]
 
@@ -42,7 +46,7 @@ class Lane(TypedDict):
     evidence: str
 
 
-class Collision(TypedDict):
+class _CollisionFields(TypedDict):
     tag: str
     kind: CollisionKind
     writers: int
@@ -53,6 +57,10 @@ class Collision(TypedDict):
     lanes: list[Lane]
     explanation: str
     fix: str
+
+
+class Collision(_CollisionFields, total=False):
+    cause: CollisionCause  # same-step only, and only when it is a restart: lanes 0 and 1 are one variable
 
 
 class GroupVariable(TypedDict):

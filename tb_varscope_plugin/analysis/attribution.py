@@ -7,12 +7,13 @@ them by comparing histograms (an optimal assignment), since a name shared by sev
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from tb_varscope_plugin.analysis.assignment import assign
-from tb_varscope_plugin.analysis.tag_names import name_segments, tag_forms, tag_leaf
+from tb_varscope_plugin.analysis.tag_names import is_activation, is_gradient, name_segments, tag_forms, tag_leaf
+from tb_varscope_plugin.analysis.variable_names import ShownNames
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
 from tb_varscope_plugin.filesystem import natural_key
 from tb_varscope_plugin.reading.events import monotone_edges
@@ -49,6 +50,7 @@ class _Names:
     tag is looked up in a few dictionary probes rather than compared with every variable."""
 
     def __init__(self, checkpoint: Checkpoint) -> None:
+        self.shown = ShownNames(checkpoint)
         self.weights = sorted((v for v in checkpoint.variables if not v.slot), key=lambda v: natural_key(v.key))
         self.named = any(v.name is not None for v in self.weights)
         self.ending: dict[tuple[str, ...], set[int]] = {}  # a tail of a name -> the weights whose name ends so
@@ -93,6 +95,11 @@ def _names_of(checkpoint: Checkpoint) -> _Names:
             _NAMES.clear()
         hit = _NAMES[id(checkpoint)] = (checkpoint, _Names(checkpoint))
     return hit[1]
+
+
+def shown_names(checkpoint: Checkpoint) -> ShownNames:
+    """How the checkpoint's variables and layers are shown, built once per checkpoint."""
+    return _names_of(checkpoint).shown
 
 
 def candidates(tag: str, checkpoint: Checkpoint) -> list[Variable]:
@@ -155,7 +162,7 @@ def match_lanes(
     feasible = [[math.prod(v.shape) == elements[lane] for v in found] for lane in range(lanes)]
     if not compare_single and lanes == 1 and sum(feasible[0]) == 1:
         v = found[feasible[0].index(True)]
-        return [LaneMatch(0, v, _reported_name(v, tag, named), 1.0, "the only candidate of its size")]
+        return [LaneMatch(0, v, _reported_name(v, tag, named, checkpoint), 1.0, "the only candidate of its size")]
 
     def loaded(v: Variable) -> np.ndarray:
         if v.key not in values:
@@ -177,7 +184,7 @@ def match_lanes(
     chosen, margins = assign(np.where(np.isfinite(distance), distance + nudge, impossible))
     matches = []
     for lane, (j, margin) in enumerate(zip(chosen, margins, strict=True)):
-        context = _Context(tag, found, elements[lane], named, refs[lane].step, len(buckets[lane]))
+        context = _Context(tag, found, elements[lane], named, refs[lane].step, len(buckets[lane]), checkpoint)
         if j is None or not np.isfinite(distance[lane, j]):
             matches.append(LaneMatch(lane, None, None, 0.0, context.unmatched(sum(feasible[lane]))))
             continue
@@ -195,6 +202,7 @@ class _Context:
     named: bool
     step: int
     bucket_count: int
+    checkpoint: Checkpoint
 
     def pool(self) -> str:
         if self.named:
@@ -212,7 +220,7 @@ def _judge(lane: int, j: int, found: list[Variable], row: np.ndarray, margin: fl
     """The lane's match with a confidence from how much worse the best other assignment is, and words for why."""
     v = found[j]
     distance = float(row[j])
-    name = _reported_name(v, context.tag, context.named)
+    name = _reported_name(v, context.tag, context.named, context.checkpoint)
     if distance <= EXACT:
         said = (
             f"values equal checkpoint `{v.key}` at step {context.step} "
@@ -248,11 +256,9 @@ def _judge(lane: int, j: int, found: list[Variable], row: np.ndarray, margin: fl
     return LaneMatch(lane, v, name, confidence, f"{said}; {why}")
 
 
-def _reported_name(v: Variable, tag: str, named: bool) -> str:
+def _reported_name(v: Variable, tag: str, named: bool, checkpoint: Checkpoint) -> str:
     # A weight stored by position (`dense_1/vars/0`) is reported as what the tag calls it, in its layer.
-    if not named and v.layer:
-        return f"{v.layer}/{tag_leaf(tag)}"
-    return v.path
+    return shown_names(checkpoint).path(v, None if named else tag_leaf(tag))
 
 
 def _ordinal(n: int) -> str:
@@ -263,7 +269,22 @@ def _ordinal(n: int) -> str:
 def attribute_lanes(
     run: RunIndex, tag: str, lanes: int, checkpoint: Checkpoint | None, values: dict[str, np.ndarray] | None = None
 ) -> list[LaneMatch]:
-    """The variable behind each of the `lanes` lanes of a same-step colliding `tag`, or why none is named."""
+    """The variable behind each of the `lanes` lanes of a same-step colliding `tag`, or why none is named.
+
+    Activations have no variable, and gradients are not in checkpoints: their values are never compared with the
+    weights' (a gradient lane may still be named from its weight's family, see `siblings`)."""
+    if is_activation(tag):
+        return [
+            LaneMatch(
+                lane,
+                None,
+                None,
+                0.0,
+                "activations (a module's output, not a weight): no variable is behind them, so no checkpoint names "
+                f"this lane; lane {lane} is the {_ordinal(lane + 1)} value written at each step",
+            )
+            for lane in range(lanes)
+        ]
     if checkpoint is None:
         return [
             LaneMatch(
@@ -276,4 +297,45 @@ def attribute_lanes(
             )
             for lane in range(lanes)
         ]
+    if is_gradient(tag):
+        return [
+            LaneMatch(
+                lane,
+                None,
+                None,
+                0.0,
+                "gradients are not stored in checkpoints, so their values are not compared with the weights'; no "
+                "colliding tag of this run is written in the same place with the same lanes to name it from",
+            )
+            for lane in range(lanes)
+        ]
     return match_lanes(run, tag, lanes, checkpoint, values)
+
+
+def attribute_restart(
+    run: RunIndex,
+    tag: str,
+    lanes: int,
+    restarts: tuple[tuple[int, int], ...],
+    steps: tuple[int, int],
+    checkpoint: Checkpoint | None,
+    values: dict[str, np.ndarray] | None = None,
+) -> list[LaneMatch]:
+    """Lanes of a tag written again after the run went back (`restarts`: step reached, step gone back to; `steps`:
+    the first and last step written twice): one variable, before and after, named from lane 0's values."""
+    (reached, back), *_ = restarts
+    twice = f"steps {steps[0]}..{steps[1]}"
+    first = attribute_lanes(run, tag, 1, checkpoint, values)[0]
+    matches = [
+        replace(
+            first,
+            evidence=f"values before and after the restart at step {reached} (the run went back to step {back}): "
+            f"lane 0 holds the values written first at {twice}, and the only ones at every other step; "
+            f"{first.evidence}",
+        )
+    ]
+    same = "the same variable as lane 0, one tag written twice" if first.variable else "unnamed, as lane 0 is"
+    for lane in range(1, lanes):
+        said = f"values after the restart at step {reached} (the run went back to step {back}), at {twice} again"
+        matches.append(replace(first, lane=lane, evidence=f"{said}: {same}"))
+    return matches

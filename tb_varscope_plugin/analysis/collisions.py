@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from tb_varscope_plugin.analysis.attribution import LaneMatch
-from tb_varscope_plugin.reading.events import LEGACY
-from tb_varscope_plugin.reading.run_index import RunIndex
-from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, CollisionKind, Lane
+from tb_varscope_plugin.analysis.tag_names import is_activation, is_gradient
+from tb_varscope_plugin.reading.events import LEGACY, TENSOR
+from tb_varscope_plugin.reading.run_index import EventFile, RunIndex, Series
+from tb_varscope_plugin.schema import CROSS_FILE, RESTART, SAME_STEP, Collision, CollisionKind, Lane
 
 # tf-keras's callback logs weight.name with ':' made '_': my_variable1:0 becomes my_variable1_0/histogram.
 _TF_KERAS_CALLBACK = re.compile(r"_\d+/histogram$")
@@ -19,6 +22,17 @@ SPLIT_HINTS = {
     CROSS_FILE: "To repair the logs already written, `tb-varscope split LOGDIR OUTDIR` writes a copy in which the "
     "older file's values at the shared steps go under `<tag>/superseded`.",
 }
+_TF_VARIABLE_NAME = re.compile(r":\d+$")  # a tf.Variable's `name` ends with its output index
+
+# `source_metadata.writer` of a file's first event.
+TF_EVENTS_WRITER = "tensorflow.core.util.events_writer"
+TB_PYTHON_WRITER = "tensorboard.summary.writer.event_file_writer"
+
+Writer = str
+TENSORFLOW: Writer = "tensorflow"  # tf.summary, and the Keras callbacks through it
+TORCH: Writer = "torch"  # torch.utils.tensorboard.SummaryWriter
+TENSORBOARDX: Writer = "tensorboardX"
+UNKNOWN: Writer = "unknown"
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,10 @@ class FoundCollision:
     files: tuple[str, ...]
     encoding: str | None  # how the values were written (same-step only)
     elements: tuple[int, ...]  # same-step: each lane's element count, from its last value
+    writer: Writer = UNKNOWN  # which library wrote the files, as far as they tell (same-step only)
+    # Same-step only: where one writer's steps went back and then wrote the tag again at steps it had written
+    # (step reached, step gone back to), when that is the only reason the tag repeats.
+    restarts: tuple[tuple[int, int], ...] = ()
 
 
 def find_collisions(run: RunIndex) -> list[FoundCollision]:
@@ -51,8 +69,10 @@ def find_collisions(run: RunIndex) -> list[FoundCollision]:
 
 def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collision:
     """The collision in the report's shape, its lanes named by `matches` (one per lane, in lane order)."""
-    if found.kind == SAME_STEP:
-        explanation, fix = explain_same_step(found.tag, found.encoding, found.writers)
+    if found.restarts:
+        explanation, fix = _explain_restart(found)
+    elif found.kind == SAME_STEP:
+        explanation, fix = explain_same_step(found.tag, found.writer, found.writers)
     else:
         explanation, fix = _explain_cross_file(found)
     fix = f"{fix} {SPLIT_HINTS[found.kind]}"
@@ -68,7 +88,7 @@ def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collisio
         }
         for match, elements in zip(matches, found.elements, strict=True)
     ]
-    return {
+    entry: Collision = {
         "tag": found.tag,
         "kind": found.kind,
         "writers": found.writers,
@@ -80,6 +100,9 @@ def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collisio
         "explanation": explanation,
         "fix": fix,
     }
+    if found.restarts:
+        entry["cause"] = RESTART
+    return entry
 
 
 def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
@@ -87,6 +110,8 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
     repeated: set[int] = set()
     files = []
     encoding = None
+    writer = UNKNOWN
+    restarts: list[tuple[int, int]] | None = []  # None once some repeat is not a restart
     for f in run.files:
         series = f.series.get(tag)
         if series is None:
@@ -97,6 +122,9 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
             repeated.update(steps[counts > 1].tolist())
             files.append(f.name)
             encoding = series.encoding
+            writer = writer_of(f, series.encoding)
+            went_back = _restarts(series)
+            restarts = None if restarts is None or went_back is None else restarts + went_back
     if not repeated:
         return None
     lasts = [run.last_ref(tag, lane) for lane in range(writers)]
@@ -106,9 +134,48 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
     for last in lasts:
         buckets = next(decoded) if last is not None else None
         elements.append(int(round(float(buckets[:, 2].sum()))) if buckets is not None and len(buckets) else 0)
+    if len(set(elements)) > 1:
+        restarts = None  # one variable written again has one size: lanes of several sizes are several variables
     return FoundCollision(
-        tag, SAME_STEP, writers, len(repeated), min(repeated), max(repeated), tuple(files), encoding, tuple(elements)
+        tag,
+        SAME_STEP,
+        writers,
+        len(repeated),
+        min(repeated),
+        max(repeated),
+        tuple(files),
+        encoding,
+        tuple(elements),
+        writer,
+        tuple(restarts or ()),
     )
+
+
+def _restarts(series: Series) -> list[tuple[int, int]] | None:
+    """Where the steps of one file's series go back (step reached, step gone back to), provided that between those
+    points each step is written once: the tag repeats only because the run went back. None otherwise."""
+    steps = np.frombuffer(series.steps, dtype=np.int64)
+    back = np.flatnonzero(np.diff(steps) < 0)
+    if not len(back):
+        return None
+    bounds = [0, *(back + 1).tolist(), len(steps)]
+    if any(np.any(np.diff(steps[a:b]) <= 0) for a, b in zip(bounds, bounds[1:], strict=False)):
+        return None
+    return [(int(steps[i]), int(steps[i + 1])) for i in back.tolist()]
+
+
+def writer_of(f: EventFile, encoding: str) -> Writer:
+    """Which library wrote an event file, from its first event's writer mark and how it encodes histograms."""
+    mark = f.origin.writer if f.origin is not None else ""
+    if mark == TF_EVENTS_WRITER:
+        return TENSORFLOW
+    if mark == TB_PYTHON_WRITER:
+        # TensorBoard's own Python writer: torch.utils.tensorboard uses it, and writes HistogramProto values.
+        return TORCH if encoding == LEGACY else UNKNOWN
+    if not mark and encoding == LEGACY:
+        # tensorboardX leaves no mark (TensorFlow has done so only before its mark existed, with tensor values).
+        return TENSORBOARDX
+    return TENSORFLOW if not mark and encoding == TENSOR else UNKNOWN
 
 
 def _cross_file(run: RunIndex, tag: str) -> FoundCollision | None:
@@ -130,13 +197,46 @@ def _explain_cross_file(found: FoundCollision) -> tuple[str, str]:
     )
 
 
-def explain_same_step(tag: str, encoding: str | None, writers: int) -> tuple[str, str]:
-    """Why `writers` values of `tag` land at one step, and how to log them apart, from the tag's shape."""
+def explain_same_step(tag: str, writer: Writer, writers: int) -> tuple[str, str]:
+    """Why `writers` values of `tag` land at one step, and how to log them apart, from the writer and the tag."""
     hidden = (
         f"{writers} values of `{tag}` are written at each step into one event file. TensorBoard's default loader keeps "
         "one value per tag and step, so it shows only the last writer; with --load_fast=false all are drawn "
         "unlabelled at one step."
     )
+    if is_activation(tag):
+        return _explain_activations(tag, writer, hidden)
+    if writer == TENSORFLOW:
+        return _explain_tensorflow(tag, hidden)
+    what = "parameters' gradients" if is_gradient(tag) else "parameters"
+    if writer == TORCH:
+        return (
+            f"{hidden} The file was written by `torch.utils.tensorboard`'s `SummaryWriter`, and the tag is built from "
+            f"a leaf name (`weight`, `bias`): every module that has such a parameter logs its {what} under it.",
+            _TORCH_FIX,
+        )
+    if writer == TENSORBOARDX:
+        return (
+            f"{hidden} The file was written by tensorboardX (no writer mark, `HistogramProto` values): its "
+            f"`add_histogram` was called with one name for several arrays, as a PyTorch loop logging {what} by "
+            "their leaf name (`weight`, `bias`) does.",
+            _TORCH_FIX,
+        )
+    return (
+        f"{hidden} Several variables are logged under one name, as `tf.summary.histogram(v.name, v)` does with "
+        "Keras 3 variables, whose names are bare (`kernel`), or a PyTorch loop logging parameters by leaf name.",
+        "Log each variable under a unique, full name: `v.path` in Keras 3, the parameter's full name in PyTorch, "
+        "or give layers and weights unique names.",
+    )
+
+
+_TORCH_FIX = (
+    "Log each parameter under its full name from `model.named_parameters()` (`0.fc.weight`, and "
+    "`grad/0.fc.weight` for its gradient), or log it under its module's name from `model.named_modules()`."
+)
+
+
+def _explain_tensorflow(tag: str, hidden: str) -> tuple[str, str]:
     if _TF_KERAS_CALLBACK.search(tag):
         return (
             f"{hidden} This is tf-keras naming: a weight created in a layer's `__init__` gets its bare name "
@@ -145,22 +245,60 @@ def explain_same_step(tag: str, encoding: str | None, writers: int) -> tuple[str
             "Create weights in `build()`, where `add_weight` puts them under the layer's scope "
             "(`my_layer_1/my_variable1:0`), or give each layer's weight a unique name.",
         )
-    if tag.endswith("/histogram"):
+    if tag.endswith("/histogram") and "/" not in tag[: -len("/histogram")]:
         return (
             f"{hidden} This is the Keras 3 TensorBoard callback before 3.14: it logs `weight.name`, and Keras 3 "
             "names are bare (`kernel`, `bias`), so every layer writes the same tag.",
             "Upgrade Keras to 3.14 or later, whose callback logs `weight.path` (`sequential/dense_1/kernel`), "
             "or log histograms yourself by `weight.path`.",
         )
-    if encoding == LEGACY and "/" not in tag:
+    if tag.endswith("/histogram"):
         return (
-            f"{hidden} The tag looks like a PyTorch parameter's leaf name (`weight`, `bias`): every module that "
-            "has such a parameter logs under it.",
-            "Log each parameter under its full name from `model.named_parameters()` (`0.weight`, `encoder.fc.bias`).",
+            f"{hidden} This is the Keras 3 TensorBoard callback logging `weight.path`: several layers share one name "
+            "(a layer class with a default `name=`, used more than once in a subclassed model), so their weights "
+            "share one path.",
+            "Give each layer a unique name (do not hard-code a default `name` in a layer's `__init__`), or let "
+            "Keras make one from the class name; a `keras.Sequential` or functional model refuses duplicates.",
+        )
+    if "/" in tag or _TF_VARIABLE_NAME.search(tag):
+        return (
+            f"{hidden} A `tf.summary` loop logs variables by `v.name`, and several variables have the same name: "
+            "`tf.Module`s (and sonnet 2 modules) sharing a name do not get unique names in eager mode, so every "
+            "module's variable is named alike (`two_tower/linear/w:0`).",
+            'Give each module a unique `name=` (`Linear(..., name=f"linear_{i}")`), or log each variable under its '
+            "path in the model, e.g. `module._flatten(with_path=True)` or the `tf.train.Checkpoint` object path.",
         )
     return (
-        f"{hidden} Several variables are logged under one name, as `tf.summary.histogram(v.name, v)` does with "
-        "Keras 3 variables, whose names are bare (`kernel`).",
-        "Log each variable under a unique, full name: `v.path` in Keras 3, the parameter's full name in PyTorch, "
-        "or give layers and weights unique names.",
+        f"{hidden} A `tf.summary` loop logs several variables under one name, as `tf.summary.histogram(v.name, v)` "
+        "does with Keras 3 variables, whose names are bare (`kernel`).",
+        "Log each variable under a unique, full name: `v.path` in Keras 3, or give layers and weights unique names.",
+    )
+
+
+def _explain_activations(tag: str, writer: Writer, hidden: str) -> tuple[str, str]:
+    explanation = (
+        f"{hidden} The tag names activations (a module's output, logged by a forward hook under the module's "
+        "class or a fixed prefix), so every module of that kind writes it. Activations have no variable behind "
+        "them: no checkpoint can name these lanes; lane k is the k-th module to run at each step."
+    )
+    if writer in (TORCH, TENSORBOARDX):
+        return explanation, (
+            "Register the hook with each module's name from `model.named_modules()` and log under it "
+            "(`act/0.fc`), not under `type(module).__name__`."
+        )
+    return explanation, "Log each layer's output under the layer's own name or path."
+
+
+def _explain_restart(found: FoundCollision) -> tuple[str, str]:
+    (reached, back), *more = found.restarts
+    again = f" (and {len(more)} more time{'s' if len(more) > 1 else ''})" if more else ""
+    return (
+        f"The run went back from step {reached} to step {back}{again} and wrote `{found.tag}` again at steps it had "
+        f"already written ({found.first_step}..{found.last_step}), into the same event file: a reload of an "
+        "earlier snapshot that kept logging with the same writer. Both lanes are the same variable: lane 0 holds "
+        "the values from before the restart, lane 1 those after it. TensorBoard keeps one value per tag and step, "
+        "so it hides one of them.",
+        "After reloading a snapshot, log into a new run directory, or open the writer with "
+        f"`SummaryWriter(log_dir, purge_step={back})` (PyTorch, tensorboardX) so TensorBoard drops the values "
+        "written after the snapshot; a `tf.summary` loop should start a new run directory.",
     )

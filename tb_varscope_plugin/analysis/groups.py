@@ -10,20 +10,12 @@ import posixpath
 
 import numpy as np
 
-from tb_varscope_plugin.analysis.attribution import match_lanes
+from tb_varscope_plugin.analysis.attribution import match_lanes, shown_names
 from tb_varscope_plugin.analysis.tag_names import tag_base, tag_leaf
+from tb_varscope_plugin.analysis.variable_names import parent_path
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
 from tb_varscope_plugin.reading.run_index import RunIndex
 from tb_varscope_plugin.schema import SAME_STEP, Collision, Group, GroupVariable
-
-
-def parent_path(path: str) -> str:
-    """What comes before the last `/` or `.` of a path (`sequential/dense`, `encoder.fc`), `` at the top."""
-    return path[: max(path.rfind("/"), path.rfind("."), 0)]
-
-
-def layer_of(v: Variable) -> str:
-    return v.layer if v.layer is not None else parent_path(v.path)
 
 
 def group_tags(
@@ -39,6 +31,7 @@ def group_tags(
     values = {} if values is None else values
     lanes_of = {c["tag"]: c["lanes"] for c in collisions if c["kind"] == SAME_STEP}
     by_key = {v.key: v for v in checkpoint.variables} if checkpoint is not None else {}
+    shown = shown_names(checkpoint) if checkpoint is not None else None
     placed: list[tuple[str, GroupVariable]] = []
     logged: set[str] = set()
     for tag in run.histogram_tags():
@@ -53,17 +46,18 @@ def group_tags(
         else:
             found = [(0, None, None)]
         for lane, v, name in found:
-            if v is None:
+            if v is None or shown is None:
                 # Unattributed: the tag's own path says where it lives; a bare colliding name sits at the top.
                 path = tag_base(tag)
                 placed.append((parent_path(path), _entry(tag_leaf(tag), path, None, tag, lane)))
                 continue
             logged.add(v.key)
-            placed.append((layer_of(v), _entry(v.name or tag_leaf(tag), name or v.path, v, tag, lane)))
-    if checkpoint is not None:
+            placed.append((shown.layer(v), _entry(v.name or tag_leaf(tag), name or shown.path(v), v, tag, lane)))
+    if checkpoint is not None and shown is not None:
         for v in checkpoint.variables:
             if not v.slot and v.key not in logged:
-                placed.append((layer_of(v), _entry(v.name or posixpath.basename(v.path), v.path, v, None, None)))
+                entry = _entry(v.name or posixpath.basename(v.path), shown.path(v), v, None, None)
+                placed.append((shown.layer(v), entry))
     return _assemble(placed)
 
 

@@ -39,3 +39,31 @@ def tag_leaf(tag: str) -> str:
     """The tag's own name without scopes or decorations: `kernel` for `kernel/histogram`."""
     form = tag_forms(tag)[-1]
     return form[-1] if form else tag
+
+
+# Words that mark a tag as a gradient (`grad/weight`, `kernel/gradient`, `x_grad`, `kernel_grad`).
+_GRADIENT_WORDS = frozenset({"grad", "grads", "gradient", "gradients"})
+# Words that mark a tag as activations (`act/Linear`, `activations/dense`); `output` is not one: Keras users name
+# output layers so.
+_ACTIVATION_WORDS = frozenset({"act", "acts", "activation", "activations"})
+_WORD_SPLIT = re.compile(r"[/._:]")
+_CLASS_NAME = re.compile(r"^[A-Z][a-z0-9]*[A-Z]?[A-Za-z0-9]*$")  # `Linear`, `Conv2d`, `ReLU`, `LayerNorm`
+
+
+def tag_words(tag: str) -> list[str]:
+    return [w for w in _WORD_SPLIT.split(tag) if w]
+
+
+def is_gradient(tag: str) -> bool:
+    """The tag names gradients: no checkpoint holds its values."""
+    return any(w.lower() in _GRADIENT_WORDS for w in tag_words(tag))
+
+
+def is_activation(tag: str) -> bool:
+    """The tag names a module's outputs (a forward hook's): no variable is behind its values.
+
+    A word like `act` or a last segment spelled like a module class (`act/Linear`, `Conv2d`) says so; variables
+    end in lower-case names (`kernel`, `weight`, `w:0`)."""
+    if is_gradient(tag):
+        return False
+    return any(w.lower() in _ACTIVATION_WORDS for w in tag_words(tag)) or bool(_CLASS_NAME.match(tag.split("/")[-1]))
