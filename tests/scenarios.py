@@ -223,6 +223,197 @@ def tbx_leaf(run_dir: Path) -> None:
     save_file(weights, str(run_dir / "model.safetensors"))
 
 
+def torch_blocks(run_dir: Path) -> None:
+    """PyTorch `nn.Sequential` of three `Block`s (`fc`, `out`: two `nn.Linear` each), logging by leaf name: each
+    parameter and its gradient, and every Linear's output from a forward hook. Collisions in every family.
+
+    One event file in the run directory, steps 0, 1, 2; per step, in this order:
+    - `act/Linear`: 6 values, written by a forward hook during the forward pass (`0.fc`, `0.out`, ..., `2.out`
+      outputs: [32, 4], [32, 4], [32, 4], [32, 4], [32, 3], [32, 3]).
+    - then for each parameter in `named_parameters()` order, its value and right after it its gradient:
+      `weight` then `grad/weight` (6 each: `0.fc.weight` [4, 5], `0.out.weight` [4, 4], `1.fc.weight` [4, 4],
+      `1.out.weight` [4, 4], `2.fc.weight` [3, 4], `2.out.weight` [3, 3]), `bias` then `bias_grad` (6 each,
+      `0.fc.bias` [4] ... `2.out.bias` [3]). Legacy `HistogramProto` values; weights logged after the update.
+    Checkpoint: `model.safetensors`, keys `0.fc.weight`, `0.fc.bias`, `0.out.weight`, ..., `2.out.bias`.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from torch.utils.tensorboard import SummaryWriter
+
+    class Block(torch.nn.Module):
+        def __init__(self, n_in: int, n_out: int) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(n_in, n_out)
+            self.out = torch.nn.Linear(n_out, n_out)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.relu(self.fc(x)))
+
+    torch.manual_seed(SEED)
+    model = torch.nn.Sequential(Block(5, 4), Block(4, 4), Block(4, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = (torch.from_numpy(a) for a in training_data())
+    writer = SummaryWriter(log_dir=str(run_dir))
+    step = 0
+
+    def log_output(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        writer.add_histogram(f"act/{type(module).__name__}", output.detach(), step)
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(log_output)
+    for step in range(EPOCHS):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        for name, p in model.named_parameters():
+            leaf = name.split(".")[-1]
+            writer.add_histogram(leaf, p.detach(), step)
+            writer.add_histogram(f"grad/{leaf}" if leaf == "weight" else f"{leaf}_grad", p.grad, step)
+    writer.close()
+    save_file(model.state_dict(), str(run_dir / "model.safetensors"))
+
+
+def torch_restart(run_dir: Path) -> None:
+    """A PyTorch loop that logs full parameter names, keeps a snapshot of step 20, and after step 25 reloads it
+    and goes on from step 20 with the same `SummaryWriter`: steps 20-25 are written twice into one event file.
+
+    One event file, tags `0.weight` [4, 5], `0.bias` [4], `2.weight` [3, 4], `2.bias` [3] (Linear-ReLU-Linear),
+    written at steps 0..25 and then 20..29, one value per step each time; each step trains on its own random batch,
+    so the values after the reload differ from those before. Checkpoint: `model.safetensors` at the end.
+    """
+    import copy
+
+    import torch
+    from safetensors.torch import save_file
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(SEED)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    writer = SummaryWriter(log_dir=str(run_dir))
+    snapshot = None
+    restarted = False
+    step = 0
+    while step < 30:
+        if step == 20 and snapshot is None:
+            snapshot = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+        x, y = torch.randn(16, 5), torch.randn(16, 3)
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        for name, p in model.named_parameters():
+            writer.add_histogram(name, p.detach(), step)
+        if step == 25 and not restarted and snapshot is not None:
+            # As a job does after a failure: back to the step-20 snapshot, logging on with the same writer.
+            model.load_state_dict(snapshot[0])
+            optimizer.load_state_dict(snapshot[1])
+            restarted, step = True, 20
+            continue
+        step += 1
+    writer.close()
+    save_file(model.state_dict(), str(run_dir / "model.safetensors"))
+
+
+class _Linear(tf.Module):
+    """A plain `tf.Module` dense layer; every instance is named `linear`, as sonnet 2 names `snt.Linear`."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__(name="linear")
+        with self.name_scope:
+            self.w = tf.Variable(tf.random.normal([n_in, n_out], seed=SEED), name="w")
+            self.b = tf.Variable(tf.random.normal([n_out], seed=SEED + 1), name="b")
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.relu(x @ self.w + self.b)
+
+
+class _TwoTower(tf.Module):
+    def __init__(self) -> None:
+        super().__init__(name="two_tower")
+        with self.name_scope:
+            self.trunk = [_Linear(5, 4), _Linear(4, 4), _Linear(4, 3)]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        for layer in self.trunk:
+            x = layer(x)
+        return x
+
+
+def tfmodule_shared(run_dir: Path) -> None:
+    """`tf.Module`s sharing a name (three `linear` modules in `two_tower`, as sonnet 2 eager names them), trained in a
+    `tf.summary` custom loop logging `tf.summary.histogram(v.name, v)` and the gradient as `<name>/gradient`.
+
+    One event file, steps 0, 1, 2, per step: `two_tower/linear/b:0` and `two_tower/linear/w:0` (3 values each,
+    trunk order: b [4], [4], [3]; w [5, 4], [4, 4], [4, 3]), each value followed by its gradient
+    `two_tower/linear/b/gradient`, `two_tower/linear/w/gradient`. Every variable's `v.name` is the same for all three
+    modules. Checkpoint: `tf.train.Checkpoint(model=net).save(run_dir / "ckpt")`, object paths
+    `model/trunk/0/w` ... `model/trunk/2/b`.
+    """
+    tf.random.set_seed(SEED)
+    net = _TwoTower()
+    optimizer = tf.keras.optimizers.SGD(0.1)
+    x, y = training_data()
+    writer = tf.summary.create_file_writer(str(run_dir))
+    with writer.as_default():
+        for step in range(EPOCHS):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((net(x) - y) ** 2)
+            grads = tape.gradient(loss, net.trainable_variables)
+            optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+            for v, g in zip(net.trainable_variables, grads, strict=True):
+                tf.summary.histogram(v.name, v, step=step)
+                tf.summary.histogram(f"{v.name.split(':')[0]}/gradient", g, step=step)
+    writer.close()
+    tf.train.Checkpoint(model=net).save(str(run_dir / "ckpt"))
+
+
+class EncoderBlock(keras.layers.Layer):
+    """A Keras 3 block with a default name: every instance is `encoder_block`, its Dense `proj`."""
+
+    def __init__(self, units: int, name: str = "encoder_block", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.units = units
+        self.proj = keras.layers.Dense(units, name="proj")
+
+    def call(self, inputs):
+        return self.proj(inputs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units}
+
+
+class Encoder(keras.Model):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.blocks = [EncoderBlock(4), EncoderBlock(4), EncoderBlock(3)]
+
+    def call(self, inputs):
+        for block in self.blocks:
+            inputs = block(inputs)
+        return inputs
+
+
+def keras3_shared_name(run_dir: Path) -> None:
+    """Keras 3 (3.14+ callback, which logs `weight.path`) with three blocks that share their default name: collisions.
+
+    A `keras.Sequential` refuses layers sharing a name, a subclassed model holding a list of them does not.
+    Events in `train/` (TensorBoard run `<run>/train`), steps 0, 1, 2:
+    `encoder/encoder_block/proj/kernel/histogram` (3 values per step: [5, 4], [4, 4], [4, 3]) and
+    `encoder/encoder_block/proj/bias/histogram` ([4], [4], [3]). Every block's `weight.path` is the same.
+    Checkpoint: `model.weights.h5`, groups `blocks/encoder_block/proj/vars/0`, `blocks/encoder_block_1/...`,
+    `blocks/encoder_block_2/...`, each `vars` group named `proj`.
+    """
+    fresh_keras()
+    model = Encoder()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = training_data()
+    callback = keras.callbacks.TensorBoard(log_dir=str(run_dir), histogram_freq=1)
+    model.fit(x, y, epochs=EPOCHS, batch_size=8, verbose=0, callbacks=[callback])
+    model.save_weights(str(run_dir / "model.weights.h5"))
+
+
 def _write_histograms(run_dir: Path, steps: range, rng: np.random.Generator) -> None:
     writer = tf.summary.create_file_writer(str(run_dir))
     with writer.as_default():
@@ -267,6 +458,10 @@ SCENARIOS: dict[str, Callable[[Path], object]] = {
     "torch_blocks_pt": torch_blocks_pt,
     "torch_blocks_legacy": torch_blocks_legacy,
     "tbx_leaf": tbx_leaf,
+    "torch_blocks": torch_blocks,
+    "torch_restart": torch_restart,
+    "tfmodule_shared": tfmodule_shared,
+    "keras3_shared_name": keras3_shared_name,
     "resumed": resumed,
     "multi_run": multi_run,
 }
