@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable
 
@@ -51,6 +52,8 @@ def read_safetensors(path: str) -> Checkpoint:
         header = json.loads(read_bytes(path, 8, header_size))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: damaged safetensors header ({e})") from e
+    except RecursionError as e:  # json's parser recurses once per nesting level; a real header nests two deep
+        raise CheckpointError(f"{path}: damaged safetensors header (nested too deeply)") from e
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: damaged safetensors header (not a JSON object)")
     base = 8 + header_size
@@ -60,18 +63,25 @@ def read_safetensors(path: str) -> Checkpoint:
             continue
         try:
             dtype = _DTYPES[info["dtype"]]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
+            shape = _naturals(info["shape"])
+            begin, end = _naturals(info["data_offsets"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: tensor {name!r} has an unsupported or damaged header entry") from e
-        count = int(np.prod(shape, dtype=np.int64))
-        if not 0 <= begin <= end or end - begin != count * np.dtype(dtype).itemsize or base + end > size:
+        count = math.prod(shape)
+        if not begin <= end or end - begin != count * np.dtype(dtype).itemsize or base + end > size:
             raise CheckpointError(f"{path}: tensor {name!r} lies outside the file or has the wrong size")
         layer = name.rsplit(".", 1)[0] if "." in name else None
         dtype_name = "float32" if info["dtype"] == "BF16" else np.dtype(dtype).name
         load = _loader(path, base + begin, end - begin, dtype, shape, info["dtype"] == "BF16")
         variables.append(Variable(name, name, name, shape, dtype_name, layer, False, load))
     return Checkpoint(path=path, format="safetensors", variables=tuple(variables), mtime=mtime(path))
+
+
+def _naturals(values: object) -> tuple[int, ...]:
+    """A JSON list of whole numbers >= 0, as the safetensors format requires: `9.5`, `-1` or `true` is damage."""
+    if not isinstance(values, list) or not all(type(v) is int and v >= 0 for v in values):
+        raise ValueError(f"not a list of natural numbers: {values!r}"[:200])
+    return tuple(values)
 
 
 def _loader(

@@ -3,6 +3,7 @@ without TensorFlow, naming each variable from the object graph saved alongside."
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 import struct
@@ -31,6 +32,8 @@ _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48
 _BLOCK_TRAILER_SIZE = 5
 _CRC_MASK_DELTA = 0xA282EAD8
+# An index holds ~100 bytes per tensor; a million tensors fit well within this, garbage past it is not read.
+_MAX_INDEX = 256 * 1024 * 1024
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # Objects whose variables are optimizer state, not layer weights: found by the edge that reaches them
 # (tf.train.Checkpoint(optimizer=...), a Keras model's `optimizer`), by their step counter child, or by the
@@ -86,9 +89,10 @@ def read_bundle(prefix: str) -> Checkpoint:
     table = read_table(index)
     if "" not in table:
         raise CheckpointError(f"{index}: no bundle header entry")
-    header = _fields(table.pop(""), index)
-    num_shards = _int(header, 1, 1)
-    big_endian = _int(header, 2, 0) == 1
+    where = f"{index}: bundle header"
+    header = _fields(table.pop(""), where)
+    num_shards = _int(header, 1, where, 1)
+    big_endian = _int(header, 2, where, 0) == 1
     entries = {}
     for key, value in table.items():
         # Keys of partitioned-variable slices are OrderedCode-encoded and start with a NUL byte.
@@ -101,7 +105,7 @@ def read_bundle(prefix: str) -> Checkpoint:
         return lambda: _load(prefix, num_shards, big_endian, key, entries[key])
 
     if OBJECT_GRAPH_KEY in entries:
-        blob = _load(prefix, num_shards, big_endian, OBJECT_GRAPH_KEY, entries[OBJECT_GRAPH_KEY]).item()
+        blob = _object_graph_blob(prefix, num_shards, entries[OBJECT_GRAPH_KEY])
         variables = _object_variables(_object_graph(blob, index), entries, loader)
     else:
         variables = _name_variables(entries, loader)
@@ -110,7 +114,10 @@ def read_bundle(prefix: str) -> Checkpoint:
 
 def read_table(path: str) -> dict[str, bytes]:
     """All key/value pairs of a LevelDB-style table file (TensorFlow's `.index`), in key order."""
-    data = read_bytes(path)
+    size = file_size(path)
+    if size > _MAX_INDEX:
+        raise CheckpointError(f"{path}: {size} bytes is too large for a checkpoint index")
+    data = read_bytes(path, 0, size)
     if len(data) < _FOOTER_SIZE:
         raise CheckpointError(f"{path}: too short to be a checkpoint index ({len(data)} bytes)")
     footer = data[-_FOOTER_SIZE:]
@@ -125,9 +132,12 @@ def read_table(path: str) -> dict[str, bytes]:
         raise CheckpointError(f"{path}: damaged table footer") from e
     table = {}
     for _, handle in _block_entries(_block(data, index_offset, index_size, path), path):
-        offset, pos = _varint(handle, 0)
-        size, _ = _varint(handle, pos)
-        for key, value in _block_entries(_block(data, offset, size, path), path):
+        try:
+            offset, pos = _varint(handle, 0)
+            block_size, _ = _varint(handle, pos)
+        except IndexError as e:
+            raise CheckpointError(f"{path}: damaged block handle in the table index") from e
+        for key, value in _block_entries(_block(data, offset, block_size, path), path):
             table[key.decode("utf-8", "surrogateescape")] = value
     return table
 
@@ -214,20 +224,20 @@ def _fields(message: bytes, where: str) -> dict[int, list[int | bytes]]:
     return fields
 
 
-def _int(fields: dict[int, list[int | bytes]], number: int, default: int = 0) -> int:
+def _int(fields: dict[int, list[int | bytes]], number: int, where: str, default: int = 0) -> int:
     """The last value of a varint or fixed field (protobuf's rule for repeated scalars), or `default`."""
     values = fields.get(number)
     value = values[-1] if values else default
     if not isinstance(value, int):
-        raise CheckpointError(f"field {number} is length-delimited where a number was expected")
+        raise CheckpointError(f"{where}: field {number} is length-delimited where a number was expected")
     return value
 
 
-def _bytes(fields: dict[int, list[int | bytes]], number: int) -> bytes:
+def _bytes(fields: dict[int, list[int | bytes]], number: int, where: str) -> bytes:
     values = fields.get(number)
     value = values[-1] if values else b""
     if not isinstance(value, bytes):
-        raise CheckpointError(f"field {number} is a number where a message was expected")
+        raise CheckpointError(f"{where}: field {number} is a number where a message was expected")
     return value
 
 
@@ -235,18 +245,30 @@ def _entry(value: bytes, where: str) -> _Entry:
     fields = _fields(value, where)
     shape_proto = tensor_shape_pb2.TensorShapeProto()
     try:
-        shape_proto.ParseFromString(_bytes(fields, 2))
+        shape_proto.ParseFromString(_bytes(fields, 2, where))
     except DecodeError as e:
         raise CheckpointError(f"{where}: damaged shape") from e
-    return _Entry(
-        dtype=_int(fields, 1, 0),
-        shape=tuple(d.size for d in shape_proto.dim),
-        shard=_int(fields, 3, 0),
-        offset=_int(fields, 4, 0),
-        size=_int(fields, 5, 0),
-        crc32c=_int(fields, 6, 0),
+    shape = tuple(d.size for d in shape_proto.dim)
+    if shape_proto.unknown_rank or any(d < 0 for d in shape):
+        raise CheckpointError(f"{where}: shape {list(shape)} is not the shape of a saved tensor")
+    entry = _Entry(
+        dtype=_int(fields, 1, where),
+        shape=shape,
+        shard=_int(fields, 3, where),
+        offset=_int(fields, 4, where),
+        size=_int(fields, 5, where),
+        crc32c=_int(fields, 6, where),
         sliced=7 in fields,
     )
+    # Numbers take exactly their shape's bytes; checked now so that no shape is ever trusted to allocate.
+    if not entry.sliced and entry.dtype in _NUMPY_DTYPES:
+        expected = math.prod(shape) * np.dtype(_NUMPY_DTYPES[entry.dtype]).itemsize
+        if expected != entry.size:
+            raise CheckpointError(
+                f"{where}: a {list(shape)} tensor of {_dtype_label(entry.dtype)} takes "
+                f"{expected} bytes, but the entry holds {entry.size}"
+            )
+    return entry
 
 
 def _data_file(prefix: str, shard: int, num_shards: int) -> str:
@@ -266,30 +288,48 @@ def _check_shards(prefix: str, num_shards: int, entries: dict[str, _Entry]) -> N
             raise CheckpointError(f"{path}: truncated, {size} bytes but the index needs {end}")
 
 
-def _load(prefix: str, num_shards: int, big_endian: bool, key: str, entry: _Entry) -> np.ndarray:
+def _raw(prefix: str, num_shards: int, key: str, entry: _Entry) -> tuple[str, bytes]:
+    """The data file of `key` and its bytes, which `_check_shards` has bounded by that file's size."""
     path = _data_file(prefix, entry.shard, num_shards)
     if entry.sliced:
         raise CheckpointError(f"{prefix}: {key} is a partitioned variable; reading its slices is not supported")
-    raw = read_bytes(path, entry.offset, entry.size)
+    return path, read_bytes(path, entry.offset, entry.size)
+
+
+def _load(prefix: str, num_shards: int, big_endian: bool, key: str, entry: _Entry) -> np.ndarray:
+    """The numbers of one tensor; a variable's values are compared with histograms, so strings are refused."""
+    path = _data_file(prefix, entry.shard, num_shards)
     if entry.dtype == types_pb2.DT_STRING:
-        return _strings(raw, entry, path, key)
+        raise CheckpointError(f"{path}: {key} holds strings, not numbers")
+    if entry.dtype not in _NUMPY_DTYPES:
+        raise CheckpointError(f"{path}: {key} has unsupported dtype {_dtype_label(entry.dtype)}")
+    path, raw = _raw(prefix, num_shards, key, entry)
     if google_crc32c.value(raw) != unmask_crc(entry.crc32c):
         raise CheckpointError(f"{path}: checksum mismatch in the values of {key}")
-    if entry.dtype not in _NUMPY_DTYPES:
-        raise CheckpointError(f"{path}: {key} has unsupported dtype {types_pb2.DataType.Name(entry.dtype)}")
     dtype = np.dtype(_NUMPY_DTYPES[entry.dtype]).newbyteorder(">" if big_endian else "<")
-    try:
-        values = np.frombuffer(raw, dtype=dtype).reshape(entry.shape)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {key} holds {len(raw)} bytes, not a {entry.shape} tensor") from e
+    # `_entry` checked that the bytes are exactly the shape's.
+    values = np.frombuffer(raw, dtype=dtype).reshape(entry.shape)
     if entry.dtype == types_pb2.DT_BFLOAT16:
         return widen_bfloat16(values.astype(np.uint16))
     return values.astype(dtype.newbyteorder("="))
 
 
-def _strings(raw: bytes, entry: _Entry, path: str, key: str) -> np.ndarray:
-    """A DT_STRING tensor: varint lengths, a masked crc of the lengths, then the bytes (tensor_bundle.cc)."""
-    count = int(np.prod(entry.shape, dtype=np.int64))
+def _object_graph_blob(prefix: str, num_shards: int, entry: _Entry) -> bytes:
+    """The serialized object graph, which TensorFlow saves as one scalar string."""
+    if entry.dtype != types_pb2.DT_STRING or entry.shape != ():
+        raise CheckpointError(
+            f"{prefix}.index: the object graph is a {list(entry.shape)} tensor of {_dtype_label(entry.dtype)}, "
+            "not one string"
+        )
+    path, raw = _raw(prefix, num_shards, OBJECT_GRAPH_KEY, entry)
+    return _strings(raw, entry, path, OBJECT_GRAPH_KEY)[0]
+
+
+def _strings(raw: bytes, entry: _Entry, path: str, key: str) -> list[bytes]:
+    """A DT_STRING tensor, flat: varint lengths, a masked crc of the lengths, then the bytes (tensor_bundle.cc)."""
+    count = math.prod(entry.shape)
+    if count > len(raw):  # each string takes at least the byte of its length
+        raise CheckpointError(f"{path}: damaged string tensor {key} ({count} strings in {len(raw)} bytes)")
     try:
         lengths, pos = [], 0
         for _ in range(count):
@@ -312,7 +352,7 @@ def _strings(raw: bytes, entry: _Entry, path: str, key: str) -> np.ndarray:
     crc = google_crc32c.extend(crc, raw[pos - sum(lengths) : pos])
     if pos != len(raw) or crc != unmask_crc(entry.crc32c):
         raise CheckpointError(f"{path}: checksum mismatch in the values of {key}")
-    return np.array(values, dtype=object).reshape(entry.shape)
+    return values
 
 
 def _object_graph(blob: bytes, where: str) -> trackable_object_graph_pb2.TrackableObjectGraph:
@@ -321,6 +361,8 @@ def _object_graph(blob: bytes, where: str) -> trackable_object_graph_pb2.Trackab
         graph.ParseFromString(blob)
     except DecodeError as e:
         raise CheckpointError(f"{where}: damaged object graph") from e
+    if not graph.nodes:
+        raise CheckpointError(f"{where}: the object graph has no root object")
     return graph
 
 
@@ -342,7 +384,7 @@ def _object_variables(
     queue = [0]
     for node_id in queue:
         for child in nodes[node_id].children:
-            if child.node_id in paths or child.node_id in optimizers or child.node_id >= len(nodes):
+            if child.node_id in paths or child.node_id in optimizers or not 0 <= child.node_id < len(nodes):
                 continue
             paths[child.node_id] = (*paths[node_id], child.local_name)
             parents[child.node_id] = node_id
@@ -390,6 +432,11 @@ def _name_variables(entries: dict[str, _Entry], loader: Callable[[str], Callable
         layer = posixpath.dirname(key) or None
         variables.append(Variable(key, key, key, entry.shape, _dtype_name(entry.dtype), layer, slot, loader(key)))
     return variables
+
+
+def _dtype_label(dtype: int) -> str:
+    """TensorFlow's name of a dtype enum (`DT_FLOAT`), or its number when it has none."""
+    return types_pb2.DataType.Name(dtype) if dtype in types_pb2.DataType.values() else str(dtype)
 
 
 def _dtype_name(dtype: int) -> str:

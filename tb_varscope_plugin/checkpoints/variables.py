@@ -66,12 +66,15 @@ def file_size(path: str) -> int:
 
 class RemoteFile(io.RawIOBase):
     """A seekable read-only file over TensorBoard's filesystem layer, so h5py and zipfile read only what
-    they need, from local disk or any filesystem TensorBoard can read."""
+    they need, from local disk or any filesystem TensorBoard can read.
 
-    def __init__(self, path: str) -> None:
+    `start` and `size` make it a window of the file: h5py reads an uncompressed member of a zip archive in place."""
+
+    def __init__(self, path: str, start: int = 0, size: int | None = None) -> None:
         super().__init__()
         self._path = path
-        self._size = file_size(path)
+        self._start = start
+        self._size = file_size(path) - start if size is None else size
         self._pos = 0
 
     def readable(self) -> bool:
@@ -93,7 +96,7 @@ class RemoteFile(io.RawIOBase):
         count = self._size - self._pos if size is None or size < 0 else min(size, self._size - self._pos)
         if count <= 0:
             return b""
-        data = read_bytes(self._path, self._pos, count)
+        data = read_bytes(self._path, self._start + self._pos, count)
         self._pos += count
         return data
 
@@ -103,9 +106,12 @@ class RemoteFile(io.RawIOBase):
         return len(data)
 
 
-def open_buffered(path: str) -> io.BufferedReader:
-    """`path` as a buffered file, for readers that make many small reads (h5py)."""
-    return io.BufferedReader(RemoteFile(path), buffer_size=1 << 20)
+def open_buffered(path: str, start: int = 0, size: int | None = None) -> io.BufferedReader:
+    """`path` (or the window `start`, `size` of it) as a buffered file, for readers that make many small reads.
+
+    h5py jumps between small metadata reads all over the file: a 64 KiB buffer serves neighbours, where a 1 MiB
+    one re-read a megabyte on every jump (5 GB read to list a 50 MB file's 20k layers)."""
+    return io.BufferedReader(RemoteFile(path, start, size), buffer_size=64 * 1024)
 
 
 def strip_output_index(name: str) -> str:
