@@ -20,7 +20,9 @@ def tensor(dtype: int, shape: list[int], **fields) -> summary_pb2.Summary.Value:
     proto = tensor_pb2.TensorProto(
         dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[Dim(size=n) for n in shape]), **fields
     )
-    return summary_pb2.Summary.Value(tag="kernel", tensor=proto)
+    # With the histograms plugin's metadata, as a writer attaches it to a tag's first value in a file.
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="histograms"))
+    return summary_pb2.Summary.Value(tag="kernel", metadata=metadata, tensor=proto)
 
 
 def buckets(counts: list[float]) -> bytes:
@@ -137,3 +139,32 @@ def test_in_tensorboard_a_nan_count_is_a_warning_and_the_report_keeps_updating(t
         "/data/plugin/varscope/histograms", query_string={"run": "run", "tag": "kernel", "lane": "1"}
     )
     assert [step for _, step, _ in lane.get_json()] == [0, 1, 2, 4, 5]  # step 3's second value was left out
+
+
+def test_a_value_spoiled_after_it_was_read_is_a_plain_404_until_the_file_is_read_again(tmp_path):
+    path = tmp_path / "run" / "events.out.tfevents.1.host"
+    run_with_bad_value(str(path), histogram_event(3, "kernel", np.arange(4.0)).summary.value[0], legacy_run=False)
+    plugin = load_plugin(tmp_path)
+    plugin.live.start()
+    assert plugin.live.wait(60)  # the reader's one pass (reload interval 0) is over: reloads are ours from here
+    http = client(plugin)
+    query = {"run": "run", "tag": "kernel", "lane": "1"}
+    assert len(http.get("/data/plugin/varscope/histograms", query_string=query).get_json()) == 6
+    run_with_bad_value(str(path), BAD_TENSORS["dtype 999"][0], legacy_run=False)  # the same file, rewritten
+
+    response = http.get("/data/plugin/varscope/histograms", query_string=query)
+
+    assert (response.status_code, response.mimetype) == (404, "text/plain")
+    assert "can no longer be read" in response.get_data(as_text=True)
+    plugin.reload_impl()
+    assert [step for _, step, _ in http.get("/data/plugin/varscope/histograms", query_string=query).get_json()] == [
+        0,
+        1,
+        2,
+        4,
+        5,
+    ]
+    rewritten, skipped = plugin.report_impl()["runs"][0]["warnings"]
+    assert rewritten["message"].startswith("shrank to ")  # the bad value is shorter than the one it replaced
+    assert rewritten["message"].endswith("; read again from the start")
+    assert skipped["message"].startswith("histogram of tag 'kernel' at step 3 skipped: a tensor of dtype 999")

@@ -44,7 +44,6 @@ DAMAGED_FILE = "events.out.tfevents.5.damaged"
 BIDI_TAG = "\u202egnp.exe\u202c/kernel"
 
 
-
 @pytest.fixture(scope="module")
 def logdir(scenario, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seed article's tf-keras run and a Keras 3 loop logging `v.name`; tests add runs while TensorBoard runs."""
