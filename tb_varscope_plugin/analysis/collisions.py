@@ -154,7 +154,7 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
 def _restarts(series: Series) -> list[tuple[int, int]] | None:
     """Where the steps of one file's series go back (step reached, step gone back to), provided that between those
     points each step is written once: the tag repeats only because the run went back. None otherwise."""
-    steps = np.frombuffer(series.steps, dtype=np.int64)
+    steps = np.asarray(series.steps, dtype=np.int64)
     back = np.flatnonzero(np.diff(steps) < 0)
     if not len(back):
         return None

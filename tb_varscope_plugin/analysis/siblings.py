@@ -81,9 +81,9 @@ def written_alike(run: RunIndex, a: FoundCollision, b: FoundCollision) -> str | 
     steps_seen = 0
     for f in holding_a:
         sa, sb = f.series[a.tag], f.series[b.tag]
-        steps = np.concatenate([np.frombuffer(sa.steps, np.int64), np.frombuffer(sb.steps, np.int64)])
-        offsets = np.concatenate([np.frombuffer(sa.offsets, np.int64), np.frombuffer(sb.offsets, np.int64)])
-        indices = np.concatenate([np.frombuffer(sa.indices, np.uint32), np.frombuffer(sb.indices, np.uint32)])
+        steps = np.concatenate([np.asarray(sa.steps, np.int64), np.asarray(sb.steps, np.int64)])
+        offsets = np.concatenate([np.asarray(sa.offsets, np.int64), np.asarray(sb.offsets, np.int64)])
+        indices = np.concatenate([np.asarray(sa.indices, np.uint32), np.asarray(sb.indices, np.uint32)])
         family = np.concatenate([np.zeros(len(sa.steps), np.int8), np.ones(len(sb.steps), np.int8)])
         if len(steps) % (2 * lanes):
             return None
