@@ -13,7 +13,7 @@ from tb_varscope_plugin.analysis.attribution import LaneMatch, attribute_lanes, 
 from tb_varscope_plugin.analysis.collisions import FoundCollision, collision_entry, find_collisions
 from tb_varscope_plugin.analysis.groups import group_tags
 from tb_varscope_plugin.analysis.siblings import share_sibling_lanes
-from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint
+from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint, unread_models
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 from tb_varscope_plugin.filesystem import READ_ERRORS, mtime
@@ -113,7 +113,12 @@ class Reporter:
         return stamp, found, []
 
     def _run_report(self, run: RunIndex) -> RunReport:
-        stamp, checkpoint, extra = self._checkpoint(self.checkpoint_path(run))
+        path = self.checkpoint_path(run)
+        stamp, checkpoint, extra = self._checkpoint(path)
+        if path is None:
+            # No checkpoint, but perhaps a model in a format not read: say so, rather than only "none found".
+            unread = unread_models(run.path, self._directories)
+            stamp, extra = (None, *unread), [_unread_model_warning(file, kind) for file, kind in unread]
         key = (run.generation, len(run.files), stamp)
         cached = self._runs.get(run.name)
         if cached is not None and cached[0] == key:
@@ -152,6 +157,16 @@ def _unread(run: RunIndex) -> RunReport:
         "warnings": [],
         "collisions": [],
         "groups": [],
+    }
+
+
+def _unread_model_warning(path: str, kind: str) -> ReportWarning:
+    return {
+        "file": path,
+        "offset": 0,
+        "message": f"{kind} model file: a format tb-varscope does not read, so no checkpoint names this run's lanes; "
+        "save a state_dict (torch.save), a .safetensors file or a TF/Keras checkpoint beside the run, or name one "
+        "with --checkpoint",
     }
 
 

@@ -94,6 +94,22 @@ def test_pytorch_files_are_checkpoints(tmp_path, name):
     assert find_checkpoint(str(run), str(tmp_path)) == str(run / name)
 
 
+def test_a_run_with_only_unread_model_files_says_so(tmp_path):
+    run = _run(tmp_path, "run1")
+    _touch(run / "model.onnx")
+    _touch(run / "export" / "model.tflite")
+    _touch(run / "notes.txt")
+    report = scan(str(tmp_path))
+    (found,) = report["runs"]
+    assert found["checkpoint"] is None
+    warnings = {w["file"]: w["message"] for w in found["warnings"]}
+    assert set(warnings) == {str(run / "model.onnx"), str(run / "export" / "model.tflite")}
+    assert warnings[str(run / "model.onnx")].startswith("ONNX model file: a format tb-varscope does not read")
+    # Once a checkpoint that is read sits beside them, the run is named from it and nothing is said.
+    _touch(run / "model.weights.h5")
+    assert [w["message"][:19] for w in scan(str(tmp_path))["runs"][0]["warnings"]] == ["checkpoint not read"]
+
+
 def test_nearest_ancestor_wins_over_logdir(tmp_path):
     run = _run(tmp_path, "exp1/seed0/train")
     _touch(tmp_path / "exp1" / "model.keras", mtime=1_000_000.0)

@@ -207,6 +207,19 @@ def test_files_that_are_not_a_state_dict_say_what_they_are(tmp_path):
         read_checkpoint(str(plain))
 
 
+def test_a_run_beside_a_pickled_model_is_told_to_save_its_state_dict(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "events.out.tfevents.1.host").write_bytes(b"")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), run / "model.pt")
+    (found,) = scan(str(tmp_path))["runs"]
+    assert found["checkpoint"] is None
+    (warning,) = found["warnings"]
+    assert warning["file"] == str(run / "model.pt")
+    assert warning["message"].startswith("checkpoint not read: ")
+    assert "torch.save(model)" in warning["message"] and "model.state_dict()" in warning["message"]
+
+
 def test_damaged_storages_are_checkpoint_errors(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"w": torch.randn(4)}, path)

@@ -28,6 +28,22 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 # A SavedModel directory: `saved_model.pb` beside `variables/variables.index` (a tensor bundle).
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_VARIABLES = "variables/variables"
+# Model files of formats no reader here reads: named in a run's warnings when they are all it has.
+UNREAD_FORMATS = {
+    ".onnx": "ONNX",
+    ".tflite": "TensorFlow Lite",
+    ".pb": "TensorFlow protobuf (a frozen graph, or a SavedModel without its variables/)",
+    ".ckpt": "`.ckpt` (PyTorch Lightning or another framework's)",
+    ".torchscript": "TorchScript",
+    ".ptl": "PyTorch Lite",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".joblib": "joblib",
+    ".npz": "NumPy",
+    ".msgpack": "Flax msgpack",
+    ".gguf": "GGUF",
+    ".mlmodel": "Core ML",
+}
 # TF writes `model_checkpoint_path` first and a path is at most a few KiB, so a prefix this long holds it; anything
 # past it (a huge file that happens to be called `checkpoint`) is never read.
 _STATE_PREFIX = 64 * 1024
@@ -192,6 +208,21 @@ def candidates(directory: str, directories: Directories | None = None) -> list[t
             found.append((full[: -len(".index")], directories.mtime(full) or 0.0))
         elif entry.endswith((*KERAS_SUFFIXES, SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)) and not directories.is_dir(full):
             found.append((full, directories.mtime(full) or 0.0))
+    return found
+
+
+def unread_models(run_dir: str, directories: Directories | None = None) -> list[tuple[str, str]]:
+    """Model files in formats not read (path, format) in `run_dir` or a subdirectory of it holding no event file:
+    what to tell a user whose run has no checkpoint that can be read."""
+    directories = Directories() if directories is None else directories
+    run_dir = run_dir.rstrip("/") or run_dir
+    places = [run_dir, *(d for d in directories.subdirectories(run_dir) if not directories.holds_event_files(d))]
+    found = []
+    for directory in places:
+        for entry in directories.entries(directory):
+            kind = UNREAD_FORMATS.get(posixpath.splitext(entry)[1].lower())
+            if kind is not None and not directories.is_dir(full := posixpath.join(directory, entry)):
+                found.append((full, kind))
     return found
 
 
