@@ -199,3 +199,17 @@ def test_a_file_changed_between_reload_and_report_keeps_the_report_going(tmp_pat
     assert other["collisions"][0]["tag"] == "bias"
     (run,) = [r for r in reread(index, Reporter(index))["runs"] if r["run"] == "run"]
     assert run["warnings"][0]["message"].startswith("shrank to 0 bytes")
+
+
+def test_runs_no_longer_found_are_warnings_for_the_latest_twenty_only(tmp_path):
+    for k in range(25):
+        write_events(str(tmp_path / f"run{k:02d}" / "events.out.tfevents.1.x"), [histogram_event(0, "w", np.ones(3))])
+    index, reporter = live(tmp_path)
+    for k in range(24):
+        shutil.rmtree(tmp_path / f"run{k:02d}")
+
+    report = reread(index, reporter)
+
+    assert [run["run"] for run in report["runs"]] == ["run24"]
+    assert len(report["warnings"]) == 20
+    assert report["warnings"][0]["message"].startswith("run 'run04' is no longer found")

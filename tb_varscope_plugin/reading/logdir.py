@@ -34,6 +34,8 @@ def run_names(logdir: str) -> list[str]:
     return [run_name(index.logdir, directory) for directory, _ in index._event_directories()]
 
 
+GONE_SHOWN = 20  # runs no longer found are each a warning, the latest this many
+
 NOT_UTF8 = "its name is not valid UTF-8, which TensorBoard's filesystem layer cannot open"
 
 
@@ -104,6 +106,8 @@ class LogdirIndex:
                     "file now): its values are no longer shown"
                 )
                 self.gone[name] = {"file": path, "offset": 0, "message": message}
+            for name in list(self.gone)[:-GONE_SHOWN]:  # the latest only: a job rotating runs would pile them up
+                del self.gone[name]
 
     def warnings(self) -> list[ReportWarning]:
         """What the last reload could not read or walk, and the runs it no longer found."""

@@ -20,6 +20,8 @@ from tb_varscope_plugin.schema import ReportWarning
 
 # A file's values that do not decode are each a warning up to this many; past it they are counted, not listed.
 SKIPPED_SHOWN = 10
+# Event files gone from a run's directory are each a warning, the latest this many.
+GONE_SHOWN = 20
 
 
 class Series:
@@ -406,6 +408,8 @@ class RunIndex:
         for f in gone:
             message = "is gone from the run's directory (deleted or renamed): its values are no longer shown"
             self.gone[f.name] = {"file": f.path, "offset": 0, "message": message}
+        for name in list(self.gone)[:-GONE_SHOWN]:  # the latest only: a writer rotating files would pile them up
+            del self.gone[name]
         if gone:
             self.files = [f for f in self.files if f.name in present]
             self.generation += 1
