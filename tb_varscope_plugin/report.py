@@ -254,6 +254,10 @@ def read_logdir(
 ) -> LogdirIndex:
     """The index of every run under `logdir`, read once, by one process per usable core."""
     index = LogdirIndex(logdir, run_filter)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    index.reload(progress, processes=cores)
+    index.reload(progress, processes=processes())
     return index
+
+
+def processes() -> int:
+    """How many processes a one-off command reads (or writes) with: one per usable core."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

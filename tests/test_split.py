@@ -295,3 +295,32 @@ def test_a_run_linked_in_from_outside_logdir_is_written_under_its_run_name(tmp_p
     assert os.listdir(out / "linked") == ["events.out.tfevents.1.a"]
     assert not (out / "linked").is_symlink()
     assert scan(str(out))["summary"]["collisions"] == 0
+
+
+def test_two_processes_copy_what_one_copies_and_say_what_they_could_not(tmp_path, monkeypatch):
+    from tb_varscope_plugin.rewrite import copy_processes
+    from tb_varscope_plugin.rewrite.plan import plan_run
+
+    logdir = tmp_path / "logs"
+    for k in range(4):
+        layered_run(str(logdir / f"run{k}" / "events.out.tfevents.1.a"), "kernel", [3, 5 + k], steps=3 + k)
+    index = LogdirIndex(str(logdir))
+    index.reload()
+    report = {r["run"]: r for r in scan(str(logdir))["runs"]}
+    plans = [plan_run(index.runs[name], report[name]).files[0] for name in sorted(index.runs)]
+    truncated = logdir / "run3" / "events.out.tfevents.1.a"
+    truncated.write_bytes(truncated.read_bytes()[:200])  # after indexing: the copy meets the end early
+    monkeypatch.setattr(copy_processes, "FORK_MIN_BYTES", 0)
+
+    results = {}
+    for processes in (1, 2):
+        out = tmp_path / f"out{processes}"
+        jobs = [(plan, str(out / f"{k}.tfevents")) for k, plan in enumerate(plans)]
+        out.mkdir()
+        results[processes] = copy_processes.copy_files(jobs, processes)
+        results[processes, "files"] = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    assert results[1] == results[2]
+    assert results[1, "files"] == results[2, "files"]
+    assert [warning is None for _, warning in results[1]] == [True, True, True, False]
+    assert results[1][3][1]["file"] == str(truncated)

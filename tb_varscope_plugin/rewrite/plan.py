@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tb_varscope_plugin.analysis.tag_names import tag_base
-from tb_varscope_plugin.reading.run_index import EventFile, RunIndex
+from tb_varscope_plugin.reading.run_index import EventFile, RunIndex, Series
 from tb_varscope_plugin.schema import SAME_STEP, RunReport
 
 LANE = "lane"
@@ -46,6 +46,17 @@ class FilePlan:
     def add(self, offset: int, index: int, old: str, new: str) -> None:
         self.retag.setdefault(offset, []).append((index, old, new))
 
+    def add_all(self, series: Series, positions: np.ndarray, old: str, new: str) -> None:
+        """Retags the values at `positions` of `series` (the file's series of `old`)."""
+        offsets, indices = series.offsets[positions].tolist(), series.indices[positions].tolist()
+        retag = self.retag
+        for offset, index in zip(offsets, indices, strict=True):
+            entries = retag.get(offset)
+            if entries is None:
+                retag[offset] = [(index, old, new)]
+            else:
+                entries.append((index, old, new))
+
 
 @dataclass
 class RunPlan:
@@ -76,14 +87,12 @@ def plan_run(run: RunIndex, report: RunReport) -> RunPlan:
             if tag not in split_tags:
                 holders.setdefault(tag, []).append((number, tag, np.arange(len(steps)), steps))
                 continue
-            offsets, indices = series.offsets.tolist(), series.indices.tolist()
             lane = 0
             while (tag, lane) in names:
                 positions = series.lane_positions(lane)
                 new = names[(tag, lane)]
                 if len(positions):
-                    for i in positions.tolist():
-                        files[number].add(offsets[i], indices[i], tag, new)
+                    files[number].add_all(series, positions, tag, new)
                     moves.append(Move(LANE, tag, lane, new, f.name, tuple(steps[positions].tolist())))
                     holders.setdefault(new, []).append((number, tag, positions, steps[positions]))
                 lane += 1
@@ -175,9 +184,9 @@ def _keep_first_metadata(plan: FilePlan) -> None:
     value left under the tag is rewritten too, so it can carry the metadata (its tag stays)."""
     moved = {(offset, index) for offset, entries in plan.retag.items() for index, _, _ in entries}
     for tag, series in plan.file.series.items():
-        if not len(series.offsets) or (series.offsets[0], series.indices[0]) not in moved:
+        if not len(series) or (int(series.offsets[0]), int(series.indices[0])) not in moved:
             continue
-        for offset, index in zip(series.offsets, series.indices, strict=True):
+        for offset, index in zip(series.offsets.tolist(), series.indices.tolist(), strict=True):
             if (offset, index) not in moved:
                 plan.add(offset, index, tag, tag)
                 break

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason, is_local
-from tb_varscope_plugin.report import Reporter, read_logdir
+from tb_varscope_plugin.report import Reporter, processes, read_logdir
 from tb_varscope_plugin.rewrite.checkpoint_copy import checkpoint_files, copy_file
-from tb_varscope_plugin.rewrite.event_copy import SourceError, copy_event_file
-from tb_varscope_plugin.rewrite.plan import LANE, Move, RunPlan, plan_run
+from tb_varscope_plugin.rewrite.copy_processes import copy_files
+from tb_varscope_plugin.rewrite.plan import LANE, FilePlan, Move, RunPlan, plan_run
 from tb_varscope_plugin.schema import ReportWarning
 
 
@@ -84,9 +84,20 @@ def split_logdir(
     if dry_run:
         return result
     gfile.makedirs(outdir)
-    copied_checkpoints: set[str] = set()
+    jobs: list[tuple[FilePlan, str]] = []
+    owners: list[RunSplit] = []
     for plan, entry in plans:
-        result.bytes_written += _write_run(plan, entry, outdir)
+        # By run name, not by path: a run directory may be a symlink to somewhere outside LOGDIR.
+        directory = _target("" if plan.run.name == "." else plan.run.name, outdir)
+        gfile.makedirs(directory)
+        jobs += [(file_plan, posixpath.join(directory, file_plan.file.name)) for file_plan in plan.files]
+        owners += [entry] * len(plan.files)
+    for (written, warning), entry in zip(copy_files(jobs, processes()), owners, strict=True):
+        result.bytes_written += written
+        if warning is not None:
+            entry.warnings.append(warning)
+    copied_checkpoints: set[str] = set()
+    for _, entry in plans:
         if entry.checkpoint is not None and entry.checkpoint_copied and entry.checkpoint not in copied_checkpoints:
             copied_checkpoints.add(entry.checkpoint)
             result.bytes_written += _copy_checkpoint(entry, logdir, outdir)
@@ -125,19 +136,6 @@ def _relative(path: str, root: str) -> str | None:
 
 def _target(relative: str, outdir: str) -> str:
     return posixpath.join(outdir, relative) if relative else outdir
-
-
-def _write_run(plan: RunPlan, entry: RunSplit, outdir: str) -> int:
-    # By run name, not by path: a run directory may be a symlink to somewhere outside LOGDIR.
-    directory = _target("" if plan.run.name == "." else plan.run.name, outdir)
-    gfile.makedirs(directory)
-    written = 0
-    for file_plan in plan.files:
-        try:
-            written += copy_event_file(file_plan, posixpath.join(directory, file_plan.file.name))
-        except SourceError as error:
-            entry.warnings.append({"file": file_plan.file.path, "offset": error.offset, "message": str(error)})
-    return written
 
 
 def _copy_checkpoint(entry: RunSplit, logdir: str, outdir: str) -> int:
