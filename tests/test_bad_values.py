@@ -48,6 +48,7 @@ BAD_TENSORS = {
     "1e308 counts": (tensor(DT_DOUBLE, [2, 3], tensor_content=buckets([1e308, 1e308])), "add up to inf"),
     "2^53 + counts": (tensor(DT_DOUBLE, [1, 3], tensor_content=buckets([2.0**60])), "more than any tensor holds"),
     "negative count": (tensor(DT_DOUBLE, [2, 3], tensor_content=buckets([3.0, -1.0])), "negative (-1)"),
+    "NaN count in half_val, its bits out of range": (tensor(19, [1, 3], half_val=[0, 0, -1]), "NaN"),
     "NaN count in float_val": (tensor(DT_FLOAT, [1, 3], float_val=[0.0, 1.0, np.nan]), "NaN"),
     "shape [2^40, 3] over one float": (tensor(DT_DOUBLE, [2**40, 3], double_val=[1.0]), "1 values for a tensor"),
     "shape [2^26, 3] over one float": (tensor(DT_DOUBLE, [2**26, 3], double_val=[1.0]), "1 values for a tensor"),

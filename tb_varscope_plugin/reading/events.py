@@ -69,7 +69,7 @@ def value_problem(value: summary_pb2.Summary.Value) -> str | None:
         # make_ndarray would repeat the last value to fill the shape: a few bytes could claim gigabytes.
         return f"{len(values)} values for a tensor of shape {shape}"
     if code == "e":
-        return _counts_problem(np.array(values, dtype=np.uint16).view(np.float16)[2::3].tolist())
+        return _counts_problem(np.array(values, dtype=np.int64).astype(np.uint16).view(np.float16)[2::3].tolist())
     return _counts_problem(values[2::3])
 
 
