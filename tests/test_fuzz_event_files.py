@@ -15,14 +15,18 @@ import tracemalloc
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+import pytest
 from eventlogs import layered_run, read_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from test_bad_values import BAD_LEGACY, BAD_TENSORS
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+from test_bad_values import BAD_LEGACY, BAD_TENSORS, Dim
 
 from tb_varscope_plugin import scan
+from tb_varscope_plugin.reading.events import BadValue, decode_histogram, value_problem
 from tb_varscope_plugin.reading.records import FOOTER, HEADER, MAX_RECORD, masked_crc32c
+from tb_varscope_plugin.reading.run_index import EventFile
 
 FUZZ = settings(
     max_examples=int(os.environ.get("VARSCOPE_FUZZ_EXAMPLES", "30")),
@@ -173,3 +177,67 @@ def test_arbitrary_payloads_under_valid_checksums(data):
     payload = data.draw(st.binary(max_size=200))
     run = check(clean[:end] + frame(payload) + clean[end:], end, None)
     assert all(warning["offset"] >= end for warning in run["warnings"])
+
+
+DIMS = st.lists(st.one_of(st.integers(-2, 40), st.integers(-(2**63), 2**63 - 1)), max_size=3)
+NUMBERS = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@st.composite
+def histogram_values(draw) -> summary_pb2.Summary.Value:
+    """Histogram values as any writer, buggy or hostile, could frame them: tensors of any dtype, shape and content
+    (raw bytes or any repeated field), legacy histograms of any counts."""
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="histograms"))
+    if draw(st.booleans()):
+        histo = summary_pb2.HistogramProto(
+            min=draw(NUMBERS),
+            max=draw(NUMBERS),
+            bucket_limit=draw(st.lists(NUMBERS, max_size=8)),
+            bucket=draw(st.lists(st.one_of(NUMBERS, st.floats(0, 1e308)), max_size=8)),
+        )
+        return summary_pb2.Summary.Value(tag="kernel", histo=histo)
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[Dim(size=n) for n in draw(DIMS)])
+    fields: dict = {}
+    kind = draw(st.sampled_from(["content", "float_val", "double_val", "half_val", "int_val", "int64_val", "none"]))
+    if kind == "content":
+        fields["tensor_content"] = draw(st.binary(max_size=200))
+    elif kind in ("float_val", "double_val"):
+        fields[kind] = draw(st.lists(NUMBERS, max_size=12))
+    elif kind == "half_val" or kind == "int_val":
+        fields[kind] = draw(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=12))
+    elif kind == "int64_val":
+        fields[kind] = draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=12))
+    dtype = draw(st.one_of(st.sampled_from([1, 2, 3, 9, 19]), st.integers(0, 2**31 - 1)))
+    tensor = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, **fields)
+    return summary_pb2.Summary.Value(tag="kernel", metadata=metadata, tensor=tensor)
+
+
+@FUZZ
+@given(histogram_values())
+def test_any_value_is_either_decoded_in_bounds_or_refused_with_a_reason(value):
+    problem = value_problem(value)
+    if problem is not None:
+        assert isinstance(problem, str)
+        with pytest.raises(BadValue):
+            decode_histogram(value)
+        return
+    buckets = decode_histogram(value)
+    assert buckets.ndim == 2 and buckets.shape[1] == 3 and buckets.size <= 3 * 12 + 200
+    counts = buckets[:, 2]
+    assert np.isfinite(counts).all() and (counts >= 0).all() and counts.sum() <= 2**53
+
+
+@FUZZ
+@given(st.lists(histogram_values(), min_size=1, max_size=6))
+def test_the_index_keeps_exactly_the_values_that_decode(values):
+    """The index checks most values from their bytes at once: it must keep what `value_problem` accepts, no more."""
+    events_ = [event_pb2.Event(step=step, summary=summary_pb2.Summary(value=[v])) for step, v in enumerate(values)]
+    with tempfile.TemporaryDirectory() as logdir:
+        path = os.path.join(logdir, NAME)
+        Path(path).write_bytes(b"".join(frame(e.SerializeToString()) for e in events_))
+        event_file = EventFile(path)
+        event_file.reload()
+    series = event_file.series.get("kernel")
+    kept = [] if series is None else np.asarray(series.steps).tolist()
+    assert kept == [step for step, v in enumerate(values) if value_problem(v) is None]
+    assert len(event_file.skipped) == len(values) - len(kept)
