@@ -94,6 +94,15 @@ def test_pytorch_files_are_checkpoints(tmp_path, name):
     assert find_checkpoint(str(run), str(tmp_path)) == str(run / name)
 
 
+def test_training_state_beside_a_model_is_not_its_checkpoint(tmp_path):
+    # A Hugging Face Trainer checkpoint directory: the model first, then optimizer, scheduler and RNG state.
+    run = _run(tmp_path, "run1")
+    _touch(run / "checkpoint-500" / "model.safetensors", mtime=1_000_000.0)
+    for name in ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_3.pth", "training_args.bin"):
+        _touch(run / "checkpoint-500" / name, mtime=2_000_000.0)
+    assert find_checkpoint(str(run), str(tmp_path)) == str(run / "checkpoint-500" / "model.safetensors")
+
+
 def test_a_run_with_only_unread_model_files_says_so(tmp_path):
     run = _run(tmp_path, "run1")
     _touch(run / "model.onnx")

@@ -25,6 +25,9 @@ STATE_FILE = "checkpoint"
 KERAS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+# Training state saved beside a model (Hugging Face Trainer writes these next to model.safetensors, often later):
+# never the model's variables, so never the newest checkpoint.
+_TRAINING_STATE = re.compile(r"^(optimizer|optim|scheduler|lr_scheduler|scaler|training_args|rng_state(_\d+)?)\.")
 # A SavedModel directory: `saved_model.pb` beside `variables/variables.index` (a tensor bundle).
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_VARIABLES = "variables/variables"
@@ -206,7 +209,7 @@ def candidates(directory: str, directories: Directories | None = None) -> list[t
         full = posixpath.join(directory, entry)
         if entry.endswith(".index") and state is None:
             found.append((full[: -len(".index")], directories.mtime(full) or 0.0))
-        elif entry.endswith((*KERAS_SUFFIXES, SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)) and not directories.is_dir(full):
+        elif _is_model_file(entry) and not directories.is_dir(full):
             found.append((full, directories.mtime(full) or 0.0))
     return found
 
@@ -248,6 +251,12 @@ def _candidates_below(directory: str, directories: Directories) -> list[tuple[st
         if not (saved_model and sub == inner) and not directories.holds_event_files(sub):
             found.extend(directories.candidates(sub))
     return found
+
+
+def _is_model_file(name: str) -> bool:
+    if name.endswith(TORCH_SUFFIXES):
+        return _TRAINING_STATE.match(name) is None
+    return name.endswith((*KERAS_SUFFIXES, SAFETENSORS_SUFFIX))
 
 
 def _is_saved_model(directory: str, directories: Directories) -> bool:

@@ -71,8 +71,10 @@ class _DType:
 
     @property
     def reported(self) -> str:
-        # bfloat16 is widened to float32 on load, as the other readers do.
-        return "float32" if self.name == "bfloat16" else self.numpy and np.dtype(self.numpy).name or self.name
+        """The dtype of the loaded values: bfloat16 is widened to float32, as the other readers do."""
+        if self.name == "bfloat16":
+            return "float32"
+        return self.name if self.numpy is None else np.dtype(self.numpy).name
 
 
 _DTYPES = {
@@ -377,14 +379,9 @@ def _check_opcodes(stream: io.BytesIO, path: str, where: str, start: int) -> lis
     return refused
 
 
-class _Source:
-    """Where each saved storage's bytes are in the file."""
+class _ZipSource:
+    """Where the storages of a zip-format file are: one record each."""
 
-    def read(self, storage: _Storage, start: int, size: int) -> bytes:
-        raise NotImplementedError
-
-
-class _ZipSource(_Source):
     def __init__(self, path: str, prefix: str, infos: Mapping[str, zipfile.ZipInfo], size: int) -> None:
         self.path, self.prefix, self.infos, self.size = path, prefix, infos, size
         self.found: dict[str, _Storage] = {}
@@ -426,7 +423,7 @@ class _ZipSource(_Source):
         return data[start : start + size]
 
 
-class _LegacySource(_Source):
+class _LegacySource:
     """Storages after the pickles, each an int64 element count then its values, always little-endian
     (THPStorage_writeFileRaw), in the order of the pickled key list."""
 
@@ -472,6 +469,9 @@ class _LegacySource(_Source):
                 raise CheckpointError(f"{self.path}: storage {storage.key} holds {count} values, not the pickle's")
             self._checked.add(storage.key)
         return read_bytes(self.path, begin + storage.offset + start, size)
+
+
+_Source = _ZipSource | _LegacySource
 
 
 def read_torch(path: str) -> Checkpoint:
@@ -543,7 +543,17 @@ def _check_directory_size(path: str, size: int) -> None:
 
 
 def _read_legacy(path: str, size: int) -> tuple[_Source, _Order, object]:
-    head = io.BytesIO(read_bytes(path, 0, min(size, _MAX_PICKLE)))
+    # The pickles come first and are small: the first MiB holds them unless the file is all pickle.
+    try:
+        return _read_legacy_pickles(path, size, min(size, 1 << 20))
+    except CheckpointError:
+        if size <= 1 << 20:
+            raise
+    return _read_legacy_pickles(path, size, min(size, _MAX_PICKLE))
+
+
+def _read_legacy_pickles(path: str, size: int, head_size: int) -> tuple[_Source, _Order, object]:
+    head = io.BytesIO(read_bytes(path, 0, head_size))
     if _next_pickle(head, path, "magic number") != _LEGACY_MAGIC:
         raise CheckpointError(f"{path}: a pickle, but not a torch.save file (no PyTorch magic number)")
     if _next_pickle(head, path, "protocol version") != _LEGACY_PROTOCOL:
