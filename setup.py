@@ -5,7 +5,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-DEMO = ["tensorflow-cpu>=2.21", "tf-keras>=2.21", "keras>=3.14"]
+# tf-keras requires the `tensorflow` distribution itself: tensorflow-cpu beside it would be a second copy (270 MB more).
+DEMO = ["tensorflow>=2.21", "tf-keras>=2.21", "keras>=3.14"]
 
 setup(
     name="tb-varscope",

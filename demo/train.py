@@ -6,9 +6,13 @@ Run `python demo/train.py [--logdir demo-logs]`, then `tb-varscope scan demo-log
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # Set before TensorFlow is imported: it reads these once, at import time.
@@ -16,10 +20,37 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
+# What TensorFlow's native libraries print while they load, before any log level applies, once per library.
+_NATIVE_BANNER = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard|cuda_platform)\.cc:\d+\] )"
+)
+
+
+@contextlib.contextmanager
+def _without_native_banners() -> Iterator[None]:
+    """Holds back what is written to stderr's file descriptor meanwhile, then writes it all but those banners."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if not _NATIVE_BANNER.match(line):
+                    sys.stderr.write(line)
+
+
+with _without_native_banners():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
 
 EPOCHS = 3
 SEED = 0
@@ -186,6 +217,7 @@ DEMO_RUNS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", default="demo-logs", help="where to write the runs (default: demo-logs)")
+    parser.add_argument("--no-next", action="store_true", help="leave out the closing commands to run next")
     args = parser.parse_args(argv)
     logdir = Path(args.logdir)
     start = time.monotonic()
@@ -193,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = logdir / name
         write(run_dir)
         print(f"wrote {run_dir}: {shows}")
-    print(f"done in {time.monotonic() - start:.1f}s. Next:")
-    print(f"  tb-varscope scan {logdir}")
-    print(f"  tensorboard --logdir {logdir}")
+    print(f"done in {time.monotonic() - start:.1f}s.{'' if args.no_next else ' Next:'}")
+    if not args.no_next:
+        print(f"  tb-varscope scan {logdir}")
+        print(f"  tensorboard --logdir {logdir}")
     return 0
 
 

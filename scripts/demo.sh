@@ -2,12 +2,24 @@
 # Quickstart 1: set up, train the demo models (writing logs and checkpoints), scan them, open TensorBoard with the tab.
 set -eu
 . "$(dirname "$0")/setup-env.sh" demo
-export TF_CPP_MIN_LOG_LEVEL=3
-python demo/train.py --logdir demo-logs
-echo
-echo "== tb-varscope scan demo-logs"
-tb-varscope scan demo-logs || true
+
+step "Training 4 tiny Keras models on CPU into demo-logs/ (about 10 s)"
+python demo/train.py --logdir demo-logs --no-next
+
+step "tb-varscope scan demo-logs (status 1: it found collisions, as the demo means it to)"
+status=0
+tb-varscope scan demo-logs || status=$?
+[ "$status" -le 1 ] || exit "$status"
+
 port="${PORT:-6006}"
+step "TensorBoard with the VarScope tab: open http://localhost:$port/#varscope (Ctrl+C stops it)"
+# TensorFlow's native libraries print start-up lines before any log level applies, once per library: drop just
+# those, as demo/train.py does, and pass everything else TensorBoard says.
+banners='^(WARNING: All log messages before absl::InitializeLog\(\) is called|[IWE][0-9]{4} [0-9:. ]+[0-9]+ (port|cudart_stub|cpu_feature_guard|cuda_platform)\.cc:[0-9]+\] )'
+trap : INT # Ctrl+C stops TensorBoard; this script goes on to say what is next
+tensorboard --logdir demo-logs --port "$port" 2> >(grep --line-buffered -vE "$banners" >&2) || true
+trap - INT
+
 echo
-echo "== TensorBoard with the VarScope tab: open http://localhost:$port/#varscope (Ctrl+C to stop)"
-exec tensorboard --logdir demo-logs --port "$port"
+echo "Next: the command line is in .venv/bin (or run: source .venv/bin/activate). Try"
+echo "  .venv/bin/tb-varscope scan demo-logs --verbose"
