@@ -55,16 +55,16 @@ if [ "$1" = "test" ] && [ -z "${TB_VARSCOPE_NO_TORCH:-}" ]; then
   # For the PyTorch writer tests (they skip without it; set TB_VARSCOPE_NO_TORCH=1 to leave it out). Pinned: these
   # machines carry this release's CPU build, while an open range pulls a newer multi-gigabyte CUDA build.
   if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    step "PyTorch 2.13 (CPU build), for the PyTorch writer tests: about 190 MB to download, 750 MB installed"
+    step "PyTorch 2.13, CPU build, for the PyTorch writer tests: a 190 MB wheel, 750 MB installed"
     pip_install "torch==2.13.0"
   fi
 fi
 case $1 in
   demo) step "tb-varscope, with TensorFlow 2.21, tf-keras and Keras 3 to train the demo"
-    echo "   the first time: about 700 MB to download, 2 GB installed; later runs find them in place" ;;
+    echo "   the first time: about 600 MB to download (TensorFlow is 570 MB), 2.2 GB installed; then in place" ;;
   test) step "tb-varscope, with what the tests use: TensorFlow 2.21, tf-keras, Keras 3, pytest, hypothesis,"
     echo "   ruff, mypy, playwright, tensorboardX, safetensors"
-    echo "   the first time: about 750 MB to download, 2.2 GB installed; later runs find them in place" ;;
+    echo "   the first time: about 700 MB to download (TensorFlow is 570 MB), 2.6 GB installed; then in place" ;;
 esac
 pip_install -e ".[$1]"
 export PATH="$PWD/.venv/bin:$PATH"

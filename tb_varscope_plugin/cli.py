@@ -22,7 +22,9 @@ from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Report, 
 FORMATS = ("text", "json", "github")
 CLEAN, COLLISIONS, USAGE = 0, 1, 2
 INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
-WIDTH = 100
+WIDTH = 100  # of the text report: prose is wrapped to it, table columns give way to it
+NAME_MIN = 12  # narrowest a name column of the table gets
+MAX_WARNINGS = 20  # a logdir of damaged files could print thousands; --verbose shows them all
 
 
 class _Parser(argparse.ArgumentParser):
@@ -203,7 +205,7 @@ def format_report(report: Report, verbose: bool = False) -> str:
     clean = [run["run"] for run in report["runs"] if not (run["collisions"] or run["warnings"])]
     lines = _table(logdir, flagged) if flagged else []
     if clean:
-        lines.append(_clean_line(clean, everything=not flagged))
+        lines.append(_clean_line([_printable(name) for name in clean], everything=not flagged))
     causes = _causes(report)
     for number, cause in enumerate(causes, 1):
         lines.extend(["", *_cause_block(number, len(causes), cause, verbose)])
@@ -220,9 +222,6 @@ def format_report(report: Report, verbose: bool = False) -> str:
     lines.extend(["", _summary_line(report, len(causes))])
     # Run, tag and file names come from the logdir: control characters in them must not drive the terminal.
     return "\n".join(_printable(line) for line in lines) + "\n"
-
-
-MAX_WARNINGS = 20  # a logdir of damaged files could print thousands; --verbose shows them all
 
 
 def _printable(text: str) -> str:
@@ -250,11 +249,11 @@ def _table(logdir: str, runs: list[RunReport]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     # Names give way until a row fits: the checkpoint path first, then the wider of run name and tag.
     excess = sum(widths) + 2 * (len(header) - 1) - WIDTH
-    shrink = min(excess, widths[5] - _NAME_MIN)
+    shrink = min(excess, widths[5] - NAME_MIN)
     if shrink > 0:
         widths[5] -= shrink
         excess -= shrink
-    while excess > 0 and max(widths[0], widths[2]) > _NAME_MIN:
+    while excess > 0 and max(widths[0], widths[2]) > NAME_MIN:
         widths[0 if widths[0] >= widths[2] else 2] -= 1
         excess -= 1
     numeric, last = {1, 3, 4}, len(header) - 1
@@ -265,9 +264,6 @@ def _table(logdir: str, runs: list[RunReport]) -> list[str]:
         ).rstrip()
         for row in [header, *rows]
     ]
-
-
-_NAME_MIN = 12
 
 
 def _fit(cell: str, width: int, last: bool) -> str:
