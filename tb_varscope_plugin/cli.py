@@ -131,12 +131,18 @@ def _split(args: argparse.Namespace) -> int:
     problem = _logdir_problem(args.logdir) or _missing_checkpoint(args.checkpoint or [])
     if problem:
         return _fail(problem)
+    progress = _Progress() if sys.stderr.isatty() else None
     try:
-        result = split_logdir(args.logdir, args.outdir, args.checkpoint, run_filter=run_filter, dry_run=args.dry_run)
+        result = split_logdir(
+            args.logdir, args.outdir, args.checkpoint, run_filter=run_filter, dry_run=args.dry_run, progress=progress
+        )
     except SplitError as error:
         return _fail(str(error))
     except READ_ERRORS as error:
         return _fail(f"cannot write {args.outdir!r}: {error_reason(error)}")
+    finally:
+        if progress is not None:
+            progress.done()
     sys.stdout.write(format_split(result))
     return CLEAN
 
