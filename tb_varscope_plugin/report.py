@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
@@ -22,6 +23,8 @@ from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.records import NoRecord
 from tb_varscope_plugin.reading.run_index import RunIndex
 from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, ReportWarning, RunReport
+
+logger = logging.getLogger(__name__)
 
 
 class Reporter:
@@ -139,12 +142,24 @@ class Reporter:
                 # An event file changed between the reload and this report: the next reload reads it again, and
                 # until then the run shows what it showed before. Nothing is cached, so the next pass retries.
                 message = f"values could not be read back ({error}); the run is reported again after the next reload"
-                before = cached[3] if cached is not None else _unread(run)
-                return {**before, "warnings": [*run.warnings(), {"file": run.path, "offset": 0, "message": message}]}
+                return _as_before(run, cached, message)
+            except Exception as error:
+                if not self.index.contain_errors:
+                    raise
+                # As the index does in TensorBoard: one run's failure is its warning, the other runs go on.
+                logger.exception("VarScope: reporting run %s failed", run.name)
+                message = f"could not be reported ({error.__class__.__name__}: {error}); tried again at the next pass"
+                return _as_before(run, cached, message)
             warnings = [*run.warnings(), *extra]
         published = {**report, "warnings": warnings}
         self._runs[run.name] = (key, report, extra, published)
         return published
+
+
+def _as_before(run: RunIndex, cached: tuple | None, message: str) -> RunReport:
+    """The run's part as last published (or as nothing read yet), with a warning saying why it is not new."""
+    before = cached[3] if cached is not None else _unread(run)
+    return {**before, "warnings": [*run.warnings(), {"file": run.path, "offset": 0, "message": message}]}
 
 
 def _unread(run: RunIndex) -> RunReport:

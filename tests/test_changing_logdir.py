@@ -11,9 +11,12 @@ import threading
 import numpy as np
 import pytest
 from eventlogs import histogram_event, layered_run, write_events
+from test_plugin_routes import load_plugin
 
+from tb_varscope_plugin import report as report_module
 from tb_varscope_plugin import scan
 from tb_varscope_plugin.filesystem import PositionedReader
+from tb_varscope_plugin.reading import run_index
 from tb_varscope_plugin.reading.logdir import NOT_UTF8, LogdirIndex
 from tb_varscope_plugin.report import Reporter
 
@@ -213,3 +216,36 @@ def test_runs_no_longer_found_are_warnings_for_the_latest_twenty_only(tmp_path):
     assert [run["run"] for run in report["runs"]] == ["run24"]
     assert len(report["warnings"]) == 20
     assert report["warnings"][0]["message"].startswith("run 'run04' is no longer found")
+
+
+def test_in_tensorboard_one_run_failing_never_stops_the_others_from_updating(tmp_path, monkeypatch):
+    two_runs(tmp_path)
+    plugin = load_plugin(tmp_path)
+    index_file = run_index.EventFile._index
+    build = report_module.build_run_report
+
+    def index_but_not_a(self, block):
+        if "/a/" in self.path:
+            raise RuntimeError("a bug met in run a's file")
+        return index_file(self, block)
+
+    def build_but_not_b(run, *args, **kwargs):
+        if run.name == "b":
+            raise RuntimeError("a bug met reporting run b")
+        return build(run, *args, **kwargs)
+
+    monkeypatch.setattr(run_index.EventFile, "_index", index_but_not_a)
+    monkeypatch.setattr(report_module, "build_run_report", build_but_not_b)
+    plugin.reload_impl()
+    layered_run(str(tmp_path / "c" / "events.out.tfevents.1.x"), "kernel", [3, 4], steps=2)
+    plugin.reload_impl()
+
+    report = plugin.report_impl()
+
+    assert [run["run"] for run in report["runs"]] == ["a", "b", "c"]
+    a, b, c = report["runs"]
+    assert "could not be indexed (RuntimeError: a bug met in run a's file)" in a["warnings"][0]["message"]
+    assert "could not be reported (RuntimeError: a bug met reporting run b)" in b["warnings"][-1]["message"]
+    assert c["collisions"][0]["writers"] == 2
+    with pytest.raises(RuntimeError):  # a one-off scan lets a bug out, for the CLI to report as an internal error
+        scan(str(tmp_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from tb_varscope_plugin.filesystem import (
     shown_name,
 )
 from tb_varscope_plugin.reading.parallel import read_files
-from tb_varscope_plugin.reading.run_index import RunIndex
+from tb_varscope_plugin.reading.run_index import EventFile, RunIndex
 from tb_varscope_plugin.schema import ReportWarning
 
 
@@ -34,6 +35,8 @@ def run_names(logdir: str) -> list[str]:
     return [run_name(index.logdir, directory) for directory, _ in index._event_directories()]
 
 
+logger = logging.getLogger(__name__)
+
 GONE_SHOWN = 20  # runs no longer found are each a warning, the latest this many
 
 NOT_UTF8 = "its name is not valid UTF-8, which TensorBoard's filesystem layer cannot open"
@@ -46,9 +49,12 @@ class LogdirIndex:
     another reloads it takes the lock around each query.
     """
 
-    def __init__(self, logdir: str, run_filter: re.Pattern | None = None) -> None:
+    def __init__(self, logdir: str, run_filter: re.Pattern | None = None, *, contain_errors: bool = False) -> None:
         self.logdir = logdir.rstrip("/") or "/"
         self.run_filter = run_filter
+        # Where one reader serves for hours (TensorBoard), an unexpected failure in one file becomes that file's
+        # warning and the pass goes on; a one-off scan lets it out, to be reported as the internal error it is.
+        self.contain_errors = contain_errors
         self.runs: dict[str, RunIndex] = {}
         self.unlisted: dict[str, str] = {}  # directory -> why it could not be listed at the last reload
         self.passed_over: dict[str, str] = {}  # path (printable) -> why the last reload's walk did not read it
@@ -85,7 +91,7 @@ class LogdirIndex:
             added = []
             for f in run.files:
                 with self.lock:
-                    added.append(f.reload())
+                    added.append(self._reload_file(f))
             with self.lock:
                 run.read_done(added)
         self._forget_runs_not_found(found)
@@ -95,6 +101,20 @@ class LogdirIndex:
                 for run in runs:
                     run.read_done(added[: len(run.files)])
                     del added[: len(run.files)]
+
+    def _reload_file(self, f: EventFile) -> bool:
+        if not self.contain_errors:
+            return f.reload()
+        try:
+            return f.reload()
+        except Exception as error:
+            # A bug met in one file must not stop every later run from updating, pass after pass.
+            logger.exception("VarScope: indexing %s failed", f.path)
+            f.restore(EventFile(f.path).snapshot())  # the reader had moved past what was not indexed: start over
+            f.error = (
+                f"could not be indexed ({error.__class__.__name__}: {error}); it is tried again at the next reload"
+            )
+            return True  # its values changed: all were dropped
 
     def _forget_runs_not_found(self, found: set[str]) -> None:
         """Drops the runs the walk no longer finds, as TensorBoard does, each with a warning until it is back."""

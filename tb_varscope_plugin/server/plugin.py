@@ -77,7 +77,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
             for item in FRONTEND.iterdir()
             if item.is_file() and item.suffix in FRONTEND_TYPES
         }
-        self._index = LogdirIndex(context.logdir)
+        self._index = LogdirIndex(context.logdir, contain_errors=True)
         reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
         self.live = LiveReport(self._index, reporter, reload_interval)
         self._serialised: SerialisedReport | None = None  # the published report last sent, as sent
