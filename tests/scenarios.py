@@ -168,15 +168,17 @@ def _torch_blocks(run_dir: Path, save: Callable[[dict], None]) -> None:
         optimizer.step()
         for name, p in model.named_parameters():
             writer.add_histogram(name.split(".")[-1], p.detach(), step)
+            writer.add_histogram("grad/" + name.split(".")[-1], p.grad, step)
     writer.close()
     save(model.state_dict())
 
 
 def torch_blocks_pt(run_dir: Path) -> None:
-    """PyTorch `nn.Sequential` of two Linear-ReLU blocks and a Linear head, logging leaf names: collisions.
+    """PyTorch `nn.Sequential` of two Linear-ReLU blocks and a Linear head, logging leaf names and gradients.
 
     Steps 0, 1, 2: `weight` 3 values per step (`0.0.weight` [4, 5], `1.0.weight` [4, 4], `2.weight` [3, 4]) and
-    `bias` 3 values per step (`0.0.bias` [4], `1.0.bias` [4], `2.bias` [3]). Checkpoint: `model.pt`, written by
+    `bias` 3 values per step (`0.0.bias` [4], `1.0.bias` [4], `2.bias` [3]), each value followed by its gradient
+    under `grad/weight` and `grad/bias` (3 values per step, same order). Checkpoint: `model.pt`, written by
     `torch.save(model.state_dict(), "model.pt")` (the zip format), with those keys.
     """
     import torch

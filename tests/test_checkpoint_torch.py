@@ -326,16 +326,16 @@ def test_a_malicious_pickle_is_refused_without_running_it(tmp_path):
 @pytest.mark.parametrize(
     ("name", "checkpoint"), [("torch_blocks_pt", "model.pt"), ("torch_blocks_legacy", "model.pth")]
 )
-def test_scan_names_every_leaf_named_lane_by_its_state_dict_key(logdir_of, name, checkpoint):
+def test_scan_names_every_leaf_named_lane_and_gradient_by_its_state_dict_key(logdir_of, name, checkpoint):
     logdir = logdir_of(name)
     (run,) = scan(str(logdir))["runs"]
     assert run["checkpoint"] == {"path": str(logdir / name / checkpoint), "format": "pytorch", "variables": 6}
     assert run["warnings"] == []
     lanes = {c["tag"]: [(lane["variable"], lane["checkpoint_key"]) for lane in c["lanes"]] for c in run["collisions"]}
-    assert lanes == {
-        "weight": [("0.0.weight", "0.0.weight"), ("1.0.weight", "1.0.weight"), ("2.weight", "2.weight")],
-        "bias": [("0.0.bias", "0.0.bias"), ("1.0.bias", "1.0.bias"), ("2.bias", "2.bias")],
-    }
+    weights = [("0.0.weight", "0.0.weight"), ("1.0.weight", "1.0.weight"), ("2.weight", "2.weight")]
+    biases = [("0.0.bias", "0.0.bias"), ("1.0.bias", "1.0.bias"), ("2.bias", "2.bias")]
+    # Gradients match no checkpoint tensor: each takes the variable of the weight lane it is written beside.
+    assert lanes == {"weight": weights, "bias": biases, "grad/weight": weights, "grad/bias": biases}
 
 
 # Property tests: damaged and hostile files give CheckpointError (never another exception) in bounded memory.
