@@ -104,6 +104,11 @@ def test_dtypes_views_and_shared_storages_match_torch_load(tmp_path, zipped):
         "tied.a": base[1],
         "tied.b": base[1],
     }
+    # A tensor and a Parameter carrying Python attributes: _rebuild_from_type_v2, _rebuild_parameter_with_state.
+    state["tagged"] = torch.randn(2)
+    state["tagged"].note = "kept by torch, dropped here"
+    state["tagged.param"] = torch.nn.Parameter(torch.randn(3))
+    state["tagged.param"].note = "kept by torch, dropped here"
     path = tmp_path / "mixed.pt"
     torch.save(state, path, _use_new_zipfile_serialization=zipped)
     records = _assert_matches_torch(path)
@@ -129,7 +134,14 @@ def test_state_dict_inside_a_training_checkpoint(tmp_path, key, zipped):
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.randn(8, 5)).sum().backward()
     optimizer.step()
-    saved = {"epoch": 3, key: model.state_dict(), "optimizer_state_dict": optimizer.state_dict(), "loss": 0.25}
+    saved = {
+        "epoch": 3,
+        key: model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "loss": 0.25,
+        "input_shape": torch.Size([8, 5]),  # torch.Size
+        "commit": b"\x00\xffbytes",  # bytes: `_codecs.encode` in pickle protocol 2
+    }
     path = tmp_path / "checkpoint.pth"
     torch.save(saved, path, _use_new_zipfile_serialization=zipped)
     records = _assert_matches_torch(path, key)
