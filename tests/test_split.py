@@ -324,3 +324,15 @@ def test_two_processes_copy_what_one_copies_and_say_what_they_could_not(tmp_path
     assert results[1, "files"] == results[2, "files"]
     assert [warning is None for _, warning in results[1]] == [True, True, True, False]
     assert results[1][3][1]["file"] == str(truncated)
+
+
+def test_a_checkpoint_named_outside_logdir_stays_where_it_is(tmp_path, capsys):
+    logdir, out = tmp_path / "logs", tmp_path / "out"
+    layered_run(str(logdir / "events.out.tfevents.1.a"), "kernel", [3, 12], steps=2)
+    outside = tmp_path / "model.safetensors"
+    outside.write_bytes(b"not read here")
+
+    assert main(["split", str(logdir), str(out), "--checkpoint", str(outside)]) == 0
+
+    assert f"checkpoint {outside} left in place (outside LOGDIR)" in capsys.readouterr().out
+    assert os.listdir(out) == ["events.out.tfevents.1.a"]
