@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 
@@ -186,8 +186,13 @@ def _kind(value: object) -> str:
     return f"{type(value).__name__} of {len(value)}" if isinstance(value, tuple) else type(value).__name__
 
 
+def _count(value: object) -> TypeGuard[int]:
+    """A size, offset or stride as torch writes them: a plain int in int64's range (no million-digit integers)."""
+    return type(value) is int and 0 <= value < 1 << 62
+
+
 def _ints(value: object, what: str) -> tuple[int, ...]:
-    if not isinstance(value, tuple) or len(value) > _MAX_DIMS or not all(type(v) is int and v >= 0 for v in value):
+    if not isinstance(value, tuple) or len(value) > _MAX_DIMS or not all(_count(v) for v in value):
         raise _Malformed(f"tensor {what} is a {_kind(value)}, not a tuple of sizes")
     return value
 
@@ -196,7 +201,7 @@ def _tensor(storage: object, offset: object, size: object, stride: object, dtype
     if not isinstance(storage, _Storage):
         raise _Malformed(f"a tensor is rebuilt from {type(storage).__name__}, not a storage")
     shape, strides = _ints(size, "size"), _ints(stride, "stride")
-    if type(offset) is not int or offset < 0 or len(shape) != len(strides):
+    if not _count(offset) or len(shape) != len(strides):
         raise _Malformed(f"tensor offset ({_kind(offset)}) or stride {strides} does not fit its size {shape}")
     if dtype is None:
         dtype = storage.dtype
@@ -388,14 +393,14 @@ class _ZipSource:
 
     def storage(self, pid: tuple) -> _Storage:
         """`("storage", storage type, key, location, numel)`, as torch/serialization.py's `_save` writes it."""
-        if len(pid) != 5 or not isinstance(pid[1], _StorageType) or type(pid[2]) is not str or type(pid[4]) is not int:
+        if len(pid) != 5 or not isinstance(pid[1], _StorageType) or type(pid[2]) is not str or not _count(pid[4]):
             raise _Malformed(f"storage id ({_kind(pid)}) is not (storage, type, key, location, numel)")
         kind, key, numel = pid[1], pid[2], pid[4]
         storage = _Storage(key, kind.dtype, kind.untyped, 0, numel * kind.dtype.itemsize)
         info = self.infos.get(f"{self.prefix}/data/{key}")
         if info is None:
             raise _Malformed(f"storage {key[:40]!r} has no data/{key} record")
-        if info.file_size != storage.nbytes or numel < 0:
+        if info.file_size != storage.nbytes:
             raise _Malformed(f"storage {key[:40]!r} holds {info.file_size} bytes, not {numel} {kind.dtype.name} values")
         if self.found.setdefault(key, storage).nbytes != storage.nbytes:
             raise _Malformed(f"storage {key[:40]!r} is named with two sizes")
@@ -436,15 +441,15 @@ class _LegacySource:
     def storage(self, pid: tuple) -> _Storage:
         """`("storage", storage type, key, location, numel, view)`, as torch/serialization.py's `_legacy_save`
         writes it; a view is `(view key, offset, size)` in elements of the root storage."""
-        if len(pid) != 6 or not isinstance(pid[1], _StorageType) or type(pid[2]) is not str or type(pid[4]) is not int:
+        if len(pid) != 6 or not isinstance(pid[1], _StorageType) or type(pid[2]) is not str or not _count(pid[4]):
             raise _Malformed(f"storage id ({_kind(pid)}) is not (storage, type, key, location, numel, view)")
         kind, key, numel, view = pid[1], pid[2], pid[4], pid[5]
-        if numel < 0 or self.roots.setdefault(key, (kind.dtype, numel)) != (kind.dtype, numel):
+        if self.roots.setdefault(key, (kind.dtype, numel)) != (kind.dtype, numel):
             raise _Malformed(f"storage {key[:40]!r} is named with two sizes or types")
         itemsize = kind.dtype.itemsize
         if view is None:
             return _Storage(key, kind.dtype, kind.untyped, 0, numel * itemsize)
-        if not (isinstance(view, tuple) and len(view) == 3 and all(type(v) is int and v >= 0 for v in view[1:])):
+        if not (isinstance(view, tuple) and len(view) == 3 and all(_count(v) for v in view[1:])):
             raise _Malformed(f"storage view ({_kind(view)}) is not (key, offset, size)")
         _, offset, size = view
         if offset + size > numel:
