@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import posixpath
 import re
@@ -94,17 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     except Exception as error:  # noqa: BLE001 - a CI gate must never read a crash as "collisions found"
         reason = " ".join(str(error).split()) or "no message"
-        return _fail(f"internal error ({type(error).__name__}: {reason}); please report it with the command line")
+        message = f"internal error ({type(error).__name__}: {reason}); please report it with the command line"
+        return _fail(message, github=getattr(args, "format", None) == "github")
 
 
 def _scan(args: argparse.Namespace) -> int:
+    fail = functools.partial(_fail, github=args.format == "github")
     try:
         run_filter = re.compile(args.run) if args.run is not None else None
     except re.error as error:
-        return _fail(f"--run is not a valid regular expression: {error}")
+        return fail(f"--run is not a valid regular expression: {error}")
     problem = _logdir_problem(args.logdir) or _missing_checkpoint(args.checkpoint or [])
     if problem:
-        return _fail(problem)
+        return fail(problem)
     progress = _Progress() if sys.stderr.isatty() and args.format == "text" else None
     try:
         report = scan(args.logdir, args.checkpoint, run_filter=run_filter, progress=progress)
@@ -112,7 +115,7 @@ def _scan(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.done()
     if not report["runs"]:
-        return _fail(_no_run(args.logdir, args.run, report))
+        return fail(_no_run(args.logdir, args.run, report))
     if args.format == "json":
         text = json.dumps(report, indent=2) + "\n"
     elif args.format == "github":
@@ -181,8 +184,11 @@ def _no_run(logdir: str, pattern: str | None, report: Report) -> str:
     return message
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, github: bool = False) -> int:
+    """Says why there is no answer, in one line on stderr (and, for GitHub, as an annotation); returns status 2."""
     sys.stderr.write(f"tb-varscope: error: {_printable(message)}\n")
+    if github:
+        sys.stdout.write(_workflow_command("error", None, "tb-varscope gave no answer", message) + "\n")
     return USAGE
 
 
@@ -437,7 +443,7 @@ def format_github(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _workflow_command(command: str, path: str, title: str, message: str) -> str:
+def _workflow_command(command: str, path: str | None, title: str, message: str) -> str:
     # GitHub's escaping (actions/toolkit's escapeData and escapeProperty): `%`, CR and LF in the message, and also
     # `:` and `,` in a property, which they would end. Names are made printable first, so only our newlines remain.
     def data(text: str) -> str:
@@ -447,7 +453,8 @@ def _workflow_command(command: str, path: str, title: str, message: str) -> str:
         return data(_printable(text)).replace(":", "%3A").replace(",", "%2C")
 
     printable = "\n".join(_printable(line) for line in message.split("\n"))
-    return f"::{command} file={prop(path)},title={prop(title)}::{data(printable)}"
+    where = "" if path is None else f"file={prop(path)},"
+    return f"::{command} {where}title={prop(title)}::{data(printable)}"
 
 
 def _summary_line(report: Report, causes: int) -> str:

@@ -324,3 +324,16 @@ def test_github_format_is_one_error_per_collision_and_one_warning_per_damaged_fi
     assert "could not be read" in warning[1]
     # Outside the commands, only the closing line, for the log.
     assert other == ["2 collisions (1 cause) in 1 of 2 runs, 3 histogram tags read, 1 warning."]
+
+
+def test_github_format_annotates_a_scan_that_gives_no_answer(tmp_path, capsys):
+    assert main(["scan", str(tmp_path), "--format", "github"]) == 2
+    captured = capsys.readouterr()
+    (command,), other = workflow_commands(captured.out)
+    assert other == []
+    assert command == (
+        "error",
+        {"title": "tb-varscope gave no answer"},
+        captured.err.removeprefix("tb-varscope: error: ").rstrip("\n"),
+    )
+    assert "holds no event file" in command[2]
