@@ -24,21 +24,29 @@ from tb_varscope_plugin import scan
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import CheckpointError
 
-torch = pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parents[1]
+# Every test here writes its files with torch, so all are slow, and torch is imported by the fixture below, not at
+# collection: `-m "not slow"` must not load it (conftest fails such a run).
+pytestmark = pytest.mark.slow
+torch = None
 
 
-class Block(torch.nn.Module):
-    def __init__(self, fan_in: int, fan_out: int) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(fan_in, fan_out)
-        self.norm = torch.nn.BatchNorm1d(fan_out)
-
-    def forward(self, x):
-        return self.norm(self.linear(x))
+@pytest.fixture(scope="session", autouse=True)
+def _torch():
+    global torch
+    torch = pytest.importorskip("torch")
 
 
 def _model() -> torch.nn.Module:
+    class Block(torch.nn.Module):
+        def __init__(self, fan_in: int, fan_out: int) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(fan_in, fan_out)
+            self.norm = torch.nn.BatchNorm1d(fan_out)
+
+        def forward(self, x):
+            return self.norm(self.linear(x))
+
     torch.manual_seed(0)
     return torch.nn.Sequential(Block(5, 4), torch.nn.ReLU(), Block(4, 3), torch.nn.Linear(3, 2))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from eventlogs import histogram_event, write_events
 from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -168,6 +169,7 @@ def test_a_restart_names_both_lanes_after_the_one_variable(tmp_path):
 # --- writers --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # TensorBoard's EventFileWriter loads TensorFlow when it is installed
 def test_the_writer_mark_of_the_first_event_tells_torch_from_tensorboardx(tmp_path):
     # torch.utils.tensorboard writes through TensorBoard's EventFileWriter, which marks the file; tensorboardX's
     # own writer (like tests/eventlogs.py) leaves `source_metadata` empty.
