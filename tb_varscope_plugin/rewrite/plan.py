@@ -28,17 +28,17 @@ class Move:
     """Values of one tag in one event file that are written under `new_tag`."""
 
     kind: str  # LANE: a lane of a same-step collision; SUPERSEDED: steps a newer file of the run also holds
-    tag: str  # the tag in LOGDIR
+    tag: str  # the tag before this move: LOGDIR's, or for SUPERSEDED the lane's new tag when the lane was split
     lane: int | None  # LANE: which lane
     new_tag: str
     file: str  # event file name
-    steps: tuple[int, ...]  # the steps moved, ascending
+    steps: tuple[int, ...]  # the steps moved, in write order
     kept_by: str | None = None  # SUPERSEDED: the newer file that keeps the tag at these steps
 
 
 @dataclass
 class FilePlan:
-    """What changes in one event file: `(record offset, value index) -> tag` and the moves behind it."""
+    """What changes in one event file: the values, by record offset and index in the record, that change tag."""
 
     file: EventFile
     retag: dict[int, list[tuple[int, str, str]]] = field(default_factory=dict)  # offset -> [(index, old, new)]
