@@ -213,7 +213,7 @@ def _summary(result: SplitResult) -> str:
 def _steps(steps: tuple[int, ...]) -> str:
     """`steps 4..5, 9` for people: runs of consecutive steps as ranges."""
     spans: list[list[int]] = []
-    for step in steps:
+    for step in sorted(steps):
         if spans and step == spans[-1][1] + 1:
             spans[-1][1] = step
         else:
