@@ -106,6 +106,8 @@ class Reporter:
                 cached[1].close()
             try:
                 found: Checkpoint | CheckpointError = read_checkpoint(path)
+            # read_checkpoint and its variables' loads raise nothing else: it turns what a reader did not foresee
+            # into a CheckpointError naming the file, so one damaged checkpoint is a warning, never a crash.
             except CheckpointError as error:
                 found = error
             self._read[path] = (stamp[1], found)

@@ -17,7 +17,7 @@ import numpy as np
 from eventlogs import histogram_event, write_events
 
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
-from tb_varscope_plugin.checkpoints.tf_bundle import read_table
+from tb_varscope_plugin.checkpoints.tf_bundle import OBJECT_GRAPH_KEY, _entry, read_table
 
 REAL = Path(__file__).with_name("data") / "checkpoints"
 # Each fixture, and the histogram tag under which two same-shaped kernels of it were logged.
@@ -164,6 +164,18 @@ def string_crc(values: list[bytes]) -> int:
     crc = _lengths_crc(values)
     crc = google_crc32c.extend(crc, struct.pack("<I", mask_crc(crc)))
     return mask_crc(google_crc32c.extend(crc, b"".join(values)))
+
+
+def object_graph_blob(prefix: Path) -> bytes:
+    """The serialized TrackableObjectGraph of a checkpoint: one string tensor, past its length and length crc."""
+    entry = _entry(read_table(f"{prefix}.index")[OBJECT_GRAPH_KEY], OBJECT_GRAPH_KEY)
+    raw = Path(f"{prefix}.data-00000-of-00001").read_bytes()[entry.offset : entry.offset + entry.size]
+    length, pos = 0, 0
+    while True:
+        length |= (raw[pos] & 0x7F) << (7 * pos)
+        pos += 1
+        if not raw[pos - 1] & 0x80:
+            return raw[pos + 4 : pos + 4 + length]
 
 
 def append_to_shard(prefix: Path, payload: bytes) -> int:

@@ -30,7 +30,8 @@ from damaged_checkpoints import (
 from tensorboard.compat.proto import types_pb2
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.checkpoints.formats import read_checkpoint
+from tb_varscope_plugin.checkpoints import safetensors_file
+from tb_varscope_plugin.checkpoints.formats import UnexpectedCheckpointError, read_checkpoint
 from tb_varscope_plugin.checkpoints.tf_bundle import OBJECT_GRAPH_KEY, read_table
 from tb_varscope_plugin.checkpoints.variables import CheckpointError
 
@@ -391,3 +392,31 @@ def test_a_config_of_the_wrong_shape_names_nothing_and_the_weights_still_read(tm
     # With neither attribute nor config, a layer is named after its h5 group; the model after its config, if any.
     assert [v.layer for v in variables] == [f"{model}dense", f"{model}dense", f"{model}dense_1", f"{model}dense_1"]
     assert _checkpoint_warnings(tmp_path, path) == []
+
+
+# --- the last resort: what a reader did not foresee is still only a warning ---
+
+
+def test_an_exception_a_reader_did_not_foresee_is_a_warning_naming_the_file(tmp_path, monkeypatch):
+    colliding_run(tmp_path, "model.safetensors")
+    path = copy_real("model.safetensors", tmp_path / "run")
+
+    def broken_reader(_path: str):
+        raise ZeroDivisionError("a reader's own bug")
+
+    monkeypatch.setattr(safetensors_file, "read_safetensors", broken_reader)
+    with pytest.raises(UnexpectedCheckpointError, match=r"model.safetensors: cannot be read \(ZeroDivisionError"):
+        read_checkpoint(str(path))
+    (warning,) = _checkpoint_warnings(tmp_path, path)
+    assert "ZeroDivisionError: a reader's own bug" in warning["message"]
+
+
+def test_a_load_that_fails_unforeseen_is_a_warning_naming_the_file(tmp_path, monkeypatch):
+    colliding_run(tmp_path, "model.safetensors")
+    path = copy_real("model.safetensors", tmp_path / "run")
+    monkeypatch.setattr(safetensors_file, "_loader", lambda *args: lambda: 1 / 0)
+    kernel = next(v for v in read_checkpoint(str(path)).variables if v.key == "0.weight")
+    with pytest.raises(UnexpectedCheckpointError, match=r"model.safetensors: cannot be read \(ZeroDivisionError"):
+        kernel.load()
+    (warning,) = _checkpoint_warnings(tmp_path, path)
+    assert "ZeroDivisionError" in warning["message"]

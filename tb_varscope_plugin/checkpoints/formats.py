@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable
 
+import numpy as np
 from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin.checkpoints import keras_h5, safetensors_file, saved_model, tf_bundle, torch_pickle
@@ -19,9 +22,47 @@ from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 _DATA_FILE = re.compile(r"\.data-\d+-of-\d+$")
 
 
+class UnexpectedCheckpointError(CheckpointError):
+    """A failure a format reader did not turn into a CheckpointError itself; the message names the file and the
+    exception. Tests hold readers to never raising one."""
+
+
 def read_checkpoint(path: str) -> Checkpoint:
     """Reads the variables of the checkpoint at `path` (a TF prefix, `.index`, state-file directory, SavedModel
-    directory, `.weights.h5`/`.h5`, `.keras`, `.safetensors`, or a PyTorch `.pt`/`.pth`/`.bin`)."""
+    directory, `.weights.h5`/`.h5`, `.keras`, `.safetensors`, or a PyTorch `.pt`/`.pth`/`.bin`).
+
+    Raises only CheckpointError, and the variables' `load()` too. Each reader turns the damage it knows into a
+    CheckpointError with the file and what is wrong; this is the last resort behind them. They parse untrusted bytes
+    through h5py, zipfile, protobuf and numpy, whose exceptions are no closed set (h5py maps HDF5's errors onto
+    several builtin classes, zipfile raises whatever its decompressors do), and a damaged checkpoint must stay a
+    warning on its run, never a crash of the scan or of TensorBoard's reader thread."""
+    try:
+        checkpoint = _read(path)
+    except CheckpointError:
+        raise
+    except Exception as error:
+        raise _unexpected(path, error) from error
+    guarded = tuple(dataclasses.replace(v, load=_guarded(v.load, path)) for v in checkpoint.variables)
+    return dataclasses.replace(checkpoint, variables=guarded)
+
+
+def _guarded(load: Callable[[], np.ndarray], path: str) -> Callable[[], np.ndarray]:
+    def guarded_load() -> np.ndarray:
+        try:
+            return load()
+        except CheckpointError:
+            raise
+        except Exception as error:
+            raise _unexpected(path, error) from error
+
+    return guarded_load
+
+
+def _unexpected(path: str, error: Exception) -> UnexpectedCheckpointError:
+    return UnexpectedCheckpointError(f"{path}: cannot be read ({type(error).__name__}: {error})"[:1000])
+
+
+def _read(path: str) -> Checkpoint:
     path = path.rstrip("/") or path
     if gfile.isdir(path):
         found = newest(candidates(path))
