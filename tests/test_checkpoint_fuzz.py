@@ -2,7 +2,7 @@
 anything but CheckpointError, never take much memory, and a run beside one is still reported, with a warning
 naming the checkpoint when it cannot be read.
 
-VARSCOPE_FUZZ_EXAMPLES selects a longer run (e.g. 2000 per test); the default keeps the fast suite fast.
+VARSCOPE_FUZZ_EXAMPLES=N runs N random examples per test (e.g. 2000); by default a fixed 30 keep the suite fast.
 """
 
 from __future__ import annotations
@@ -40,8 +40,13 @@ from tb_varscope_plugin.checkpoints.formats import UnexpectedCheckpointError, re
 from tb_varscope_plugin.checkpoints.tf_bundle import OBJECT_GRAPH_KEY, _entry, read_table
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 
+# The fast suite runs a fixed set of examples (derandomized), so it cannot hang on what a random run may find: HDF5
+# itself loops forever on some single bit flips in an h5 file's global heap (see the README's limitations), out of
+# reach of Python. VARSCOPE_FUZZ_EXAMPLES=N runs N random examples per test instead.
+_LONG = os.environ.get("VARSCOPE_FUZZ_EXAMPLES")
 _FUZZ = settings(
-    max_examples=int(os.environ.get("VARSCOPE_FUZZ_EXAMPLES", "30")),
+    max_examples=int(_LONG or "30"),
+    derandomize=_LONG is None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
