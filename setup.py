@@ -38,6 +38,10 @@ setup(
             "playwright>=1.45",
             "tensorboardX>=2.6",
             "safetensors>=0.4",
+            # Remote logdirs: an S3 server on 127.0.0.1 and TensorBoard's S3 and fsspec filesystems.
+            "moto[server]>=5",
+            "boto3",
+            "fsspec",
         ],
         # The PyTorch writer tests skip without it; scripts/test.sh installs a pinned build.
         "torch": ["torch>=2.0"],

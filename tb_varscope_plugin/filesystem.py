@@ -35,10 +35,12 @@ def error_reason(error: Exception) -> str:
 
 def read_at(path: str, offset: int, size: int | None) -> bytes:
     """Up to `size` bytes at `offset` (all the rest when None); raises what the filesystem layer raises."""
-    data, _ = gfile.get_filesystem(path).read(
-        path, binary_mode=True, size=size, continue_from={"opaque_offset": offset}
-    )
-    return data
+    fs = gfile.get_filesystem(path)
+    # The position is the filesystem's own continuation token: S3's names a byte offset, the others an opaque one.
+    where = {"byte_offset": offset} if isinstance(fs, gfile.S3FileSystem) else {"opaque_offset": offset}
+    data, _ = fs.read(path, binary_mode=True, size=size, continue_from=where)
+    # S3's ranged read asks for `bytes=offset-(offset+size)`, an inclusive range: one byte too many.
+    return data if size is None else data[:size]
 
 
 def mtime(path: str) -> float | None:

@@ -82,7 +82,7 @@ class Reporter:
     def checkpoint_path(self, run: RunIndex) -> str | None:
         """The checkpoint that names `run`'s variables, if any."""
         if not self.checkpoints:
-            return find_checkpoint(run.path, self.index.logdir, self._directories)
+            return find_checkpoint(run.path, self.index.run_roots.get(run.name, self.index.logdir), self._directories)
         return max(self.checkpoints, key=lambda p: _shared_depth(p, run.path))  # max keeps the first of equals
 
     def _forget_unused_checkpoints(self) -> None:

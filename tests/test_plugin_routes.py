@@ -328,7 +328,7 @@ def test_loader_makes_the_plugin_only_for_a_single_logdir(tmp_path):
     assert isinstance(plugin, VarScopePlugin)
     assert plugin.frontend_metadata().es_module_path in plugin.get_plugin_apps()
     assert plugin.data_plugin_names() == ("histograms",)
-    # Without one logdir (`--logdir_spec`, a remote data server) there is nothing for VarScope to read.
+    # Without a logdir or a logdir spec (a remote data server) there is nothing for VarScope to read.
     assert VarScopeLoader().load(base_plugin.TBContext(logdir="", flags=argparse.Namespace())) is None
 
 

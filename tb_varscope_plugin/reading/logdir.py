@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -31,8 +32,7 @@ def run_name(logdir: str, directory: str) -> str:
 
 def run_names(logdir: str) -> list[str]:
     """The name of every run under `logdir`, found as `LogdirIndex` finds them, without reading any file."""
-    index = LogdirIndex(logdir)
-    return [run_name(index.logdir, directory) for directory, _ in index._event_directories()]
+    return [name for name, *_ in LogdirIndex(logdir)._event_directories()]
 
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,25 @@ NOT_UTF8 = "its name is not valid UTF-8, which TensorBoard's filesystem layer ca
 class LogdirIndex:
     """Every run under a logdir (or those whose name matches `run_filter`), discovered and read incrementally.
 
+    `roots`, for TensorBoard's `--logdir_spec`: the directories to walk instead of `logdir` (which then only names
+    the whole), each with the name its runs are put under or None, as TensorBoard parses the flag. Runs under a
+    name are named as TensorBoard's multiplexer names them: `name/` and the path below (`name/.` for the
+    directory itself).
+
     `lock` is held while the index changes, one event file at a time: a thread that queries the index while
     another reloads it takes the lock around each query.
     """
 
-    def __init__(self, logdir: str, run_filter: re.Pattern | None = None, *, contain_errors: bool = False) -> None:
+    def __init__(
+        self,
+        logdir: str,
+        run_filter: re.Pattern | None = None,
+        roots: dict[str, str | None] | None = None,
+        *,
+        contain_errors: bool = False,
+    ) -> None:
         self.logdir = logdir.rstrip("/") or "/"
+        self.roots = {(root.rstrip("/") or "/"): name for root, name in (roots or {self.logdir: None}).items()}
         self.run_filter = run_filter
         # Where one reader serves for hours (TensorBoard), an unexpected failure in one file becomes that file's
         # warning and the pass goes on; a one-off scan lets it out, to be reported as the internal error it is.
@@ -59,6 +72,8 @@ class LogdirIndex:
         self.unlisted: dict[str, str] = {}  # directory -> why it could not be listed at the last reload
         self.passed_over: dict[str, str] = {}  # path (printable) -> why the last reload's walk did not read it
         self.gone: dict[str, ReportWarning] = {}  # run name -> the warning that the walk no longer finds it
+        # run name -> the root it was found under: checkpoint discovery looks no higher
+        self.run_roots: dict[str, str] = {}
         # Every directory the last reload's walk listed, for whatever else needs to know the tree (checkpoint
         # discovery): one walk per reload, however many runs ask.
         self.tree: dict[str, Listing] = {}
@@ -72,16 +87,16 @@ class LogdirIndex:
         """
         runs = []
         found = set()
-        for directory, names in self._event_directories():
-            name = run_name(self.logdir, directory)
+        for name, root, directory, names in self._event_directories():
             if self.run_filter is not None and not self.run_filter.search(name):
                 continue
             found.add(name)
             with self.lock:
                 self.gone.pop(name, None)
                 run = self.runs.get(name)
-                if run is None:
+                if run is None or run.path != directory:  # a spec's runs may swap names between reloads
                     run = self.runs[name] = RunIndex(name, directory)
+                self.run_roots[name] = root
                 run.set_files(names)
             if progress is not None:
                 progress(name)
@@ -121,6 +136,7 @@ class LogdirIndex:
         with self.lock:
             for name in [name for name in self.runs if name not in found]:
                 path = self.runs.pop(name).path
+                self.run_roots.pop(name, None)
                 message = (
                     f"run {name!r} is no longer found (its directory was renamed or deleted, or holds no event "
                     "file now): its values are no longer shown"
@@ -138,16 +154,24 @@ class LogdirIndex:
         found += [{"file": path, "offset": 0, "message": why} for path, why in sorted(self.passed_over.items())]
         return found + [self.gone[name] for name in sorted(self.gone)]
 
-    def _event_directories(self) -> Iterator[tuple[str, list[str]]]:
-        """`(directory, event file names)` for every directory under the logdir that holds event files, in
-        TensorBoard's walk order. Links are followed, as RustBoard follows them, but no directory is walked twice
-        (a link to `..` would walk forever). What is passed over is noted in `passed_over`, a directory that
-        cannot be listed in `unlisted`."""
+    def _event_directories(self) -> Iterator[tuple[str, str, str, list[str]]]:
+        """`(run name, root, directory, event file names)` for every directory under each root that holds event files,
+        in TensorBoard's walk order. What is passed over is noted in `passed_over`, a directory that cannot be
+        listed in `unlisted`."""
         self.unlisted.clear()
         self.passed_over = {}
         self.tree = {}
-        seen = {entry(self.logdir).identity}
-        pending = [self.logdir]
+        for root, group in self.roots.items():
+            for directory, names in self._walk(root):
+                name = run_name(root, directory)
+                yield (name if group is None else posixpath.join(group, name)), root, directory, names
+
+    def _walk(self, root: str) -> Iterator[tuple[str, list[str]]]:
+        """`(directory, event file names)` for every directory under `root` holding event files. Links are
+        followed, as RustBoard follows them, but no directory is walked twice (a link to `..` would walk
+        forever)."""
+        seen = {entry(root).identity}
+        pending = [root]
         while pending:
             directory = pending.pop()
             fs = gfile.get_filesystem(directory)
@@ -182,3 +206,4 @@ class LogdirIndex:
             if names:
                 yield directory, names
             pending.extend(reversed(walked))
+

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tensorboard import errors
 from tensorboard.backend import http_util, json_util
+from tensorboard.backend.event_processing import data_ingester
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 from werkzeug.datastructures import ETags
@@ -77,7 +78,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
             for item in FRONTEND.iterdir()
             if item.is_file() and item.suffix in FRONTEND_TYPES
         }
-        self._index = LogdirIndex(context.logdir, contain_errors=True)
+        self._index = LogdirIndex(*logdir_roots(context), contain_errors=True)
         reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
         self.live = LiveReport(self._index, reporter, reload_interval)
         self._serialised: SerialisedReport | None = None  # the published report last sent, as sent
@@ -270,7 +271,16 @@ class VarScopeLoader(base_plugin.TBLoader):
         )
 
     def load(self, context: base_plugin.TBContext) -> VarScopePlugin | None:
-        if not context.logdir:
-            # `--logdir_spec` and other sources without one directory to read: VarScope reads event files itself.
+        if not context.logdir and not getattr(context.flags, "logdir_spec", None):
+            # A remote data server and other sources without directories to read: VarScope reads event files itself.
             return None
         return VarScopePlugin(context)
+
+
+def logdir_roots(context: base_plugin.TBContext) -> tuple[str, None, dict[str, str | None]]:
+    """`(logdir, run filter, roots)` for `LogdirIndex`: TensorBoard's `--logdir`, or its `--logdir_spec` parsed as
+    TensorBoard parses it (`name:dir,name2:dir2`, each directory's runs put under its name)."""
+    if context.logdir:
+        return context.logdir, None, {context.logdir: None}
+    spec = context.flags.logdir_spec
+    return spec, None, data_ingester._parse_event_files_spec(spec)
