@@ -201,3 +201,18 @@ def test_series_widen_to_8_bytes_for_steps_and_offsets_past_4_bytes():
     assert series.offsets.tolist() == [100, 5 << 30, 7]
     assert series.wall_times.tolist() == [1.5, 2.5, 3.5]
     assert series.indices.tolist() == [0, 3, 0]
+
+
+def test_a_file_with_many_tags_appends_to_each_series_once_per_reload(tmp_path, monkeypatch):
+    from tb_varscope_plugin.reading import records
+
+    _small_histograms(tmp_path, tags=2_000, steps=3)
+    monkeypatch.setattr(records, "BLOCK", 4096)  # many blocks, each with a value or two of many tags
+    appended = Counter()
+    real = Series.append
+    monkeypatch.setattr(Series, "append", lambda s, *columns: appended.update([id(s)]) or real(s, *columns))
+    index = LogdirIndex(str(tmp_path))
+    index.reload()
+    series = index.runs["."].files[0].series
+    assert len(series) == 2_000 and all(s.steps.tolist() == [0, 1, 2] for s in series.values())
+    assert len(appended) == 2_000 and set(appended.values()) == {1}

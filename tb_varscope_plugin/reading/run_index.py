@@ -18,6 +18,8 @@ from tb_varscope_plugin.reading import events, fast_path
 from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, read_record_at
 from tb_varscope_plugin.schema import ReportWarning
 
+# Values a reload stages before appending them to their series (about 40 bytes each while staged).
+STAGED_VALUES = 1 << 18
 # A file's values that do not decode are each a warning up to this many; past it they are counted, not listed.
 SKIPPED_SHOWN = 10
 # Event files gone from a run's directory are each a warning, the latest this many.
@@ -179,6 +181,7 @@ class EventFile:
         self.name = posixpath.basename(path)
         self.reader = RecordReader(path)
         self.series: dict[str, Series] = {}
+        self._staged: list[tuple[np.ndarray, ...]] = []  # blocks' values not yet in their series (see _flush)
         self._plugins: dict[str, str] = {}
         self._tag_ids: dict[str, int] = {}  # tag -> its position in _tags
         self._tags: list[str] = []
@@ -202,6 +205,7 @@ class EventFile:
         "skipped_more",
         "restarted",
         "origin",
+        "_staged",  # empty whenever a reload has ended
     )
 
     def snapshot(self) -> tuple:
@@ -237,10 +241,15 @@ class EventFile:
 
     def _read(self) -> bool:
         added = False
-        for block in self.reader.blocks():
-            added = self._index(block) or added
-            if self.reader.damage is not None:
-                break
+        try:
+            for block in self.reader.blocks():
+                added = self._index(block) or added
+                if self.reader.damage is not None:
+                    break
+                if sum(len(staged[0]) for staged in self._staged) >= STAGED_VALUES:
+                    self._flush()
+        finally:
+            self._flush()
         return added
 
     def _index(self, block: Block) -> bool:
@@ -344,7 +353,7 @@ class EventFile:
         by_first = sorted(range(len(firsts)), key=lambda g: (records[order[firsts[g]]], indices[order[firsts[g]]]))
         series = self.series
         for g in by_first:
-            first, last = bounds[g], bounds[g + 1]
+            first = bounds[g]
             tag = self._tags[tag_ids[first]]
             s = series.get(tag)
             if s is None:
@@ -355,8 +364,23 @@ class EventFile:
                 else:
                     encoding = slow[row - len(fast_records)][3]
                 s = series[tag] = Series(encoding)
+        # Staged, not appended: a block of a file with thousands of tags holds a value or two of each, and one
+        # append per tag and block would cost more than reading the block.
+        self._staged.append((tag_ids, steps[order], wall_times[order], offsets[order], indices[order]))
+
+    def _flush(self) -> None:
+        """Appends the staged values to their series, each series once, in write order."""
+        if not self._staged:
+            return
+        columns = zip(*self._staged, strict=True)
+        tag_ids, steps, wall_times, offsets, indices = (np.concatenate(column) for column in columns)
+        self._staged = []
+        order = np.argsort(tag_ids, kind="stable")  # stable: each tag's values stay in write order
+        tag_ids = tag_ids[order]
+        bounds = np.append(np.flatnonzero(np.diff(tag_ids, prepend=-1)), len(order)).tolist()
+        for first, last in zip(bounds[:-1], bounds[1:], strict=True):
             rows = order[first:last]
-            s.append(steps[rows], wall_times[rows], offsets[rows], indices[rows])
+            self.series[self._tags[tag_ids[first]]].append(steps[rows], wall_times[rows], offsets[rows], indices[rows])
 
     def tags(self) -> set[str]:
         """Every summary tag the file was seen to hold: its histograms', every tensor summary's, and the tag of
