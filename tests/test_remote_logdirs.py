@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from eventlogs import layered_run
-from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.compat.tensorflow_stub.io import gfile
 from tensorboard.plugins import base_plugin
 
@@ -67,19 +66,17 @@ def _plugin_report(**context: object) -> dict:
 # --logdir_spec
 
 
-def test_logdir_spec_runs_are_named_as_tensorboard_names_them(tmp_path):
+def _spec(logdir: Path) -> str:
+    return f"first:{logdir / 'exp'},second:{logdir / 'exp' / 'eval'},{logdir / 'exp' / 'train'}"
+
+
+def test_logdir_spec_runs_are_put_under_their_names(tmp_path):
     logdir = _logdir(tmp_path)
-    spec = f"first:{logdir / 'exp'},second:{logdir / 'exp' / 'eval'},{logdir / 'exp' / 'train'}"
-    report = _plugin_report(logdir="", spec=spec)
-    # TensorBoard's own multiplexer, given the same spec, names the runs.
-    multiplexer = plugin_event_multiplexer.EventMultiplexer()
-    for path, name in {str(logdir / "exp"): "first", str(logdir / "exp" / "eval"): "second"}.items():
-        multiplexer.AddRunsFromDirectory(path, name)
-    multiplexer.AddRunsFromDirectory(str(logdir / "exp" / "train"))
-    assert sorted(r["run"] for r in report["runs"]) == sorted(multiplexer.Runs())
-    assert sorted(multiplexer.Runs()) == [".", "first/eval/sub", "first/train", "second/sub"]
+    report = _plugin_report(logdir="", spec=_spec(logdir))
     by_name = {r["run"]: r for r in report["runs"]}
-    assert report["logdir"] == spec
+    # As TensorBoard's multiplexer joins them: `name/` and the path below; a directory given alone is `.`.
+    assert sorted(by_name) == [".", "first/eval/sub", "first/train", "second/sub"]
+    assert report["logdir"] == _spec(logdir)
     assert by_name["first/train"]["collisions"][0]["tag"] == "kernel"
     # Each run finds its checkpoint within its own spec directory: `.` (exp/train given alone) stops there.
     assert by_name["first/train"]["checkpoint"]["path"] == str(logdir / "exp" / "m.safetensors")
@@ -87,6 +84,19 @@ def test_logdir_spec_runs_are_named_as_tensorboard_names_them(tmp_path):
     # And otherwise reads as the same directories under --logdir.
     local = {r["run"]: r for r in scan(str(logdir / "exp"))["runs"]}
     assert by_name["first/train"]["collisions"] == local["train"]["collisions"]
+
+
+@pytest.mark.slow  # TensorBoard's multiplexer imports TensorFlow
+def test_logdir_spec_run_names_are_tensorboards(tmp_path):
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    logdir = _logdir(tmp_path)
+    report = _plugin_report(logdir="", spec=_spec(logdir))
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    for path, name in {str(logdir / "exp"): "first", str(logdir / "exp" / "eval"): "second"}.items():
+        multiplexer.AddRunsFromDirectory(path, name)
+    multiplexer.AddRunsFromDirectory(str(logdir / "exp" / "train"))
+    assert sorted(r["run"] for r in report["runs"]) == sorted(multiplexer.Runs())
 
 
 # S3
