@@ -392,7 +392,9 @@ def test_a_deleted_event_file_is_a_plain_404_not_a_server_error(tmp_path):
     path = tmp_path / "train" / "events.out.tfevents.1.a"
     layered_run(str(path), "kernel", [3, 4], steps=2)
     plugin = load_plugin(tmp_path)
-    plugin.reload_impl()
+    # The reader's one pass (reload interval 0) ends before the file goes, so no pass can drop the run meanwhile.
+    plugin.live.start()
+    assert plugin.live.wait(timeout=30)
     path.unlink()
 
     response = histograms(client(plugin), "train", "kernel", 0)
