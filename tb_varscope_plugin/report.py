@@ -85,6 +85,16 @@ class Reporter:
             return find_checkpoint(run.path, self.index.run_roots.get(run.name, self.index.logdir), self._directories)
         return max(self.checkpoints, key=lambda p: _shared_depth(p, run.path))  # max keeps the first of equals
 
+    def close(self) -> None:
+        """Closes every checkpoint held open (h5py files), for a process about to exit: an h5py file left open
+        over a Python file object crashes the interpreter's final teardown. The report can be built again after,
+        reading checkpoints anew."""
+        for _, found in self._read.values():
+            if isinstance(found, Checkpoint):
+                found.close()
+        self._read.clear()
+        self._runs.clear()
+
     def _forget_unused_checkpoints(self) -> None:
         """Closes and drops the checkpoints no run took in the pass just made (a run deleted, a file renamed)."""
         self._runs = {name: cached for name, cached in self._runs.items() if name in self.index.runs}
@@ -263,7 +273,11 @@ def scan(
     Files are read by one process per core this process may run on (a one-off scan owns its process; the plugin,
     a threaded server, never forks).
     """
-    return Reporter(read_logdir(logdir, run_filter=run_filter, progress=progress), checkpoints).report()
+    reporter = Reporter(read_logdir(logdir, run_filter=run_filter, progress=progress), checkpoints)
+    try:
+        return reporter.report()  # plain data: nothing in it needs a checkpoint still open
+    finally:
+        reporter.close()
 
 
 def read_logdir(

@@ -23,6 +23,13 @@ SERVING = re.compile(r"TensorBoard \S+ at (http://\S+) ")
 @contextlib.contextmanager
 def tensorboard(logdir: Path | str, *flags: str) -> Iterator[str]:
     """Runs `tensorboard --logdir LOGDIR --port 0 FLAGS...` and yields its base URL (ending in `/`)."""
+    with tensorboard_process(logdir, *flags) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def tensorboard_process(logdir: Path | str, *flags: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As `tensorboard`, yielding the process too, for tests of how it ends; it is stopped on the way out."""
     names = [ep.name for ep in importlib.metadata.entry_points(group="tensorboard_plugins")]
     if "varscope" not in names:
         pytest.fail("the `varscope` entry point is not installed: run `pip install -e .` first", pytrace=False)
@@ -47,7 +54,7 @@ def tensorboard(logdir: Path | str, *flags: str) -> Iterator[str]:
     try:
         if not ready.wait(timeout=180) or not found:
             pytest.fail(f"TensorBoard did not start:\n{''.join(lines[-40:])}", pytrace=False)
-        yield found[0]
+        yield found[0], process
     finally:
         process.terminate()
         try:

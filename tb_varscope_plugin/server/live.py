@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.report import Reporter
@@ -14,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 # While a large logdir is first read, the report is republished this often so the tab fills in run by run.
 PUBLISH_INTERVAL = 1.0
+# At exit, how long to let a pass in progress finish before its checkpoints are closed under it.
+EXIT_WAIT_SECONDS = 5.0
 
 
 class LiveReport:
@@ -35,6 +39,7 @@ class LiveReport:
         self._report = self._published(self._source)
         self._published_at = 0.0
         self._reader: threading.Thread | None = None
+        self._closed = False
 
     def report(self) -> Report:
         """The last published report; `complete` is false until the first pass over the logdir has ended."""
@@ -44,6 +49,8 @@ class LiveReport:
     def reload(self) -> None:
         """Reads what the logdir has gained since the last call and publishes the new report."""
         with self._reload_lock:
+            if self._closed:  # the process is exiting: opening checkpoints again would undo `close`
+                return
             self.index.reload(progress=self._publish_while_reading)
             self._read_once = True
             self._publish()
@@ -55,7 +62,19 @@ class LiveReport:
             if self._reader is not None:
                 return
             self._reader = threading.Thread(target=self._read_forever, name="varscope-reader", daemon=True)
+        # The reader is a daemon thread still alive when TensorBoard exits: close what it holds open first.
+        atexit.register(_close_at_exit, weakref.ref(self))
         self._reader.start()
+
+    def close(self) -> None:
+        """Stops further passes and closes the checkpoints the reporter holds open (see `Reporter.close`)."""
+        self._closed = True
+        locked = self._reload_lock.acquire(timeout=EXIT_WAIT_SECONDS)
+        try:
+            self._reporter.close()
+        finally:
+            if locked:
+                self._reload_lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits for the reader thread to stop (it stops after one pass when the reload interval is 0); True if it
@@ -89,7 +108,7 @@ class LiveReport:
         self._published_at = time.monotonic()
 
     def _read_forever(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 self.reload()
             except Exception:
@@ -99,3 +118,9 @@ class LiveReport:
             if not self._reload_interval:
                 return
             time.sleep(self._reload_interval)
+
+
+def _close_at_exit(live: weakref.ref[LiveReport]) -> None:
+    report = live()
+    if report is not None:
+        report.close()
