@@ -23,6 +23,12 @@ from tb_varscope_plugin.reading.parallel import read_files
 from tb_varscope_plugin.reading.run_index import EventFile, RunIndex
 from tb_varscope_plugin.schema import ReportWarning
 
+logger = logging.getLogger(__name__)
+
+GONE_SHOWN = 20  # runs no longer found are each a warning, the latest this many
+
+NOT_UTF8 = "its name is not valid UTF-8, which TensorBoard's filesystem layer cannot open"
+
 
 def run_name(logdir: str, directory: str) -> str:
     """TensorBoard's name for the run in `directory`: its path relative to the logdir, `.` for the logdir itself."""
@@ -33,13 +39,6 @@ def run_name(logdir: str, directory: str) -> str:
 def run_names(logdir: str) -> list[str]:
     """The name of every run under `logdir`, found as `LogdirIndex` finds them, without reading any file."""
     return [name for name, *_ in LogdirIndex(logdir)._event_directories()]
-
-
-logger = logging.getLogger(__name__)
-
-GONE_SHOWN = 20  # runs no longer found are each a warning, the latest this many
-
-NOT_UTF8 = "its name is not valid UTF-8, which TensorBoard's filesystem layer cannot open"
 
 
 class LogdirIndex:
