@@ -87,14 +87,17 @@ def run_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def rustboard(logdir: str, count: bool) -> dict:
-    """One checksummed load cycle of RustBoard, timed from launch to its `Finished load cycle` log line."""
+def rustboard(logdir: str, count: bool, checksum: bool = True, samples_all: bool = True) -> dict:
+    """One load cycle of RustBoard (checksummed, keeping every step, unless told otherwise: TensorBoard itself runs
+    it with neither), timed from launch to its `Finished load cycle` log line."""
     import tensorboard_data_server
 
     command = [
         tensorboard_data_server.server_binary(),
-        *("--logdir", logdir, "--reload", "once", "--checksum", "--port", "0", "--verbose"),
-        *("--samples-per-plugin", "histograms=all"),  # keep every step it can, so nothing is lost to sampling
+        *("--logdir", logdir, "--reload", "once", "--port", "0", "--verbose"),
+        *(["--checksum"] if checksum else []),
+        # Keep every step it can, so nothing is lost to sampling.
+        *(["--samples-per-plugin", "histograms=all"] if samples_all else []),
     ]
     start = time.perf_counter()
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)

@@ -156,10 +156,13 @@ def _widest(current: np.dtype, values: np.ndarray, narrow: type) -> np.dtype:
     """`current`, or int64 once `values` do not fit the narrow type."""
     if current == np.int64 or not len(values):
         return current
-    limits = np.iinfo(narrow)
-    if values.min() < limits.min or values.max() > limits.max:
+    low, high = _LIMITS[narrow]
+    if values.min() < low or values.max() > high:
         return np.dtype(np.int64)
     return current
+
+
+_LIMITS = {np.int32: (-(1 << 31), (1 << 31) - 1), np.uint32: (0, (1 << 32) - 1)}
 
 
 @dataclass(frozen=True)
