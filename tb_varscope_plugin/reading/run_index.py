@@ -162,7 +162,7 @@ def _widest(current: np.dtype, values: np.ndarray, narrow: type) -> np.dtype:
     return current
 
 
-_LIMITS = {np.int32: (-(1 << 31), (1 << 31) - 1), np.uint32: (0, (1 << 32) - 1)}
+_LIMITS: dict[type, tuple[int, int]] = {np.int32: (-(1 << 31), (1 << 31) - 1), np.uint32: (0, (1 << 32) - 1)}
 
 
 @dataclass(frozen=True)
