@@ -1,6 +1,6 @@
 """split on generated logs: whatever the layout of writes, files and steps, nothing is lost and nothing collides.
 
-`VARSCOPE_HYPOTHESIS_EXAMPLES=500` runs a longer search than the default.
+`VARSCOPE_FUZZ_EXAMPLES=500` runs a longer search than the default.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.records import RecordReader
 from tb_varscope_plugin.rewrite.split import split_logdir
 
-EXAMPLES = int(os.environ.get("VARSCOPE_HYPOTHESIS_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("VARSCOPE_FUZZ_EXAMPLES", "25"))
 
 # One event file: per step, for each write, (tag, legacy encoding, a scalar in the same event).
 writes = st.lists(st.tuples(st.sampled_from(["w", "b", "w/lane_1"]), st.booleans(), st.booleans()), max_size=4)
