@@ -64,7 +64,7 @@ def measure_routes(logdir: str, document: dict, reps: int) -> list[tuple[str, li
     routes = "/data/plugin/varscope"
     first = http.get(f"{routes}/report")
     assert first.status_code == 200, first.status_code
-    plugin._reader.join()  # the first request starts the background reader; let its (empty) pass finish
+    plugin.live.wait()  # the first request starts the background reader; let its (empty) pass finish
     collision = next(c for r in document["runs"] for c in r["collisions"] if c["kind"] == "same-step")
     run = next(r["run"] for r in document["runs"] if collision in r["collisions"])
     query = {"run": run, "tag": collision["tag"], "lane": "1"}
