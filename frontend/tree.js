@@ -131,6 +131,9 @@ function ensurePath(root, segments, kind) {
   return node;
 }
 
+// One collator for every comparison: String.localeCompare with options builds one per call (600 ms at 10,000 tags).
+const NATURAL = new Intl.Collator('en', {numeric: true});
+
 /** @type {!WeakMap<TreeNode, !Map<string, TreeNode>>} the non-tag children of a node by path, while building */
 const BRANCHES = new WeakMap();
 
@@ -175,7 +178,7 @@ function makeNode(kind, run, path, children) {
  * @return {number}
  */
 function finish(node) {
-  node.children.sort((a, b) => a.label.localeCompare(b.label, 'en', {numeric: true}));
+  node.children.sort((a, b) => NATURAL.compare(a.label, b.label));
   for (const child of node.children) {
     node.colliding += finish(child);
   }
@@ -222,13 +225,19 @@ function filterNode(node, regex) {
   if (matches(node, regex)) {
     return node;
   }
-  const children = node.children
-    .map((child) => filterNode(child, regex))
-    .filter((child) => child !== null);
+  // Plain loops: at 10,000 tags the intermediate arrays of map/filter were most of a keystroke's cost.
+  const children = [];
+  let colliding = 0;
+  for (const child of node.children) {
+    const kept = filterNode(child, regex);
+    if (kept !== null) {
+      children.push(kept);
+      colliding += kept.colliding;
+    }
+  }
   if (children.length === 0) {
     return null;
   }
-  const colliding = children.reduce((sum, child) => sum + child.colliding, 0);
   return {...node, children, colliding};
 }
 
@@ -270,16 +279,23 @@ export function collidingOnly(roots) {
  * @return {number}
  */
 export function countTags(roots) {
-  const seen = new Set();
-  const stack = [...roots];
-  while (stack.length > 0) {
-    const node = stack.pop();
-    if (node.kind === 'tag') {
-      seen.add(`${node.run}\u0000${node.tag}`);
-    }
-    stack.push(...node.children);
+  let count = 0;
+  for (const root of roots) {
+    // Lanes of one tag sit under different variables: one set of tags per run counts each once.
+    const tags = new Set();
+    const walk = (node) => {
+      if (node.kind === 'tag') {
+        tags.add(node.tag);
+      } else {
+        for (const child of node.children) {
+          walk(child);
+        }
+      }
+    };
+    walk(root);
+    count += tags.size;
   }
-  return seen.size;
+  return count;
 }
 
 /**
