@@ -1,6 +1,6 @@
 """Times the VarScope tab in headless Chromium on a 10,000-tag logdir, beside TensorBoard's own Histograms tab.
 
-Run: `python benchmarks/bench_tab.py [--reps 5]` (needs /usr/bin/chromium and playwright). The logdir is 10 runs x
+Run: `python benchmarks/bench_frontend.py [--reps 5]` (needs /usr/bin/chromium and playwright). The logdir is 10 runs x
 1,000 TF2 histogram tags x 5 steps, one tag in ten written by two layers (benchmarks/synthetic_logs.py). One real
 `tensorboard --logdir ... --port 0` serves both tabs; each figure is the median over fresh pages after a first visit
 has warmed TensorBoard and the plugin (warm load):

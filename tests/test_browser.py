@@ -43,6 +43,9 @@ XSS = "<img src=x onerror=window.__xss=1>"
 DAMAGED_RUN = "damaged"
 DAMAGED_FILE = "events.out.tfevents.5.damaged"
 BIDI_TAG = "\u202egnp.exe\u202c/kernel"
+DRIFT_RUN = "training"
+DRIFT_TAG = "dense/kernel"
+DRIFT_LAYERS = ["sequential/dense/kernel", "sequential/dense_1/kernel", "sequential/dense_2/kernel"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,19 @@ def logdir(scenario, tmp_path_factory: pytest.TempPathFactory) -> Path:
     data[-1] ^= 0xFF
     damaged.write_bytes(bytes(data))
     layered_run(str(root / "bidi" / "events.out.tfevents.6.bidi"), BIDI_TAG, [3, 5], steps=3)
+    write_drifting_run(root / DRIFT_RUN / "events.out.tfevents.7.training")
     return root
+
+
+def write_drifting_run(path: Path) -> None:
+    """Three layers' kernels logged under one tag for 30 steps, spreading and drifting apart as training goes on."""
+    rng = np.random.default_rng(7)
+    events = [
+        histogram_event(step, DRIFT_TAG, rng.normal(0.15 * k * step / 30, (0.2 + 0.1 * k) * (1 + step / 20), 2000))
+        for step in range(30)
+        for k in range(3)
+    ]
+    write_events(str(path), events)
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +267,8 @@ def test_events_appended_while_tensorboard_runs_appear_after_reload(page, logdir
 
 
 def test_the_hover_readout_shows_the_step_and_the_bucket_under_the_pointer(page, tensorboard_url):
-    frame = open_lanes(page, SEED_RUN, SEED_TAG)
-    chart = frame.locator("[data-testid=chart][data-lane='1']")
+    frame = open_lanes(page, DRIFT_RUN, DRIFT_TAG)
+    chart = frame.locator("[data-testid=chart][data-lane='0']")
     last = chart.locator("path.ridge").last
     step = int(last.get_attribute("data-step"))
     # The peak of the last (front) ridge, as a fraction of the chart's width, and its baseline as one of its height.
@@ -273,7 +288,7 @@ def test_the_hover_readout_shows_the_step_and_the_bucket_under_the_pointer(page,
     assert int(readout.get_attribute("data-step")) == step
     text = readout.inner_text()
     assert f"step\t{step}" in text or f"step\n{step}" in text or re.search(rf"step\s+{step}\b", text)
-    assert "my_layer_1/my_variable1" in text
+    assert "lane\n0 → " in text or re.search(r"lane\s+0 → ", text)
     assert "wall time" in text
     value = float(readout.get_attribute("data-value"))
     count = float(readout.get_attribute("data-count"))
@@ -281,7 +296,7 @@ def test_the_hover_readout_shows_the_step_and_the_bucket_under_the_pointer(page,
     assert left <= value <= right
     # The count is what the served buckets of that step put in the bin under the pointer (each bucket giving
     # the share of its count that overlaps the bin), as the chart draws it.
-    entry = next(e for e in served(tensorboard_url, SEED_RUN, SEED_TAG, 1) if e[1] == step)
+    entry = next(e for e in served(tensorboard_url, DRIFT_RUN, DRIFT_TAG, 0) if e[1] == step)
     expected = sum(
         c * max(0.0, min(r, right) - max(lo, left)) / (r - lo) if r > lo else (c if left <= lo < right else 0.0)
         for lo, r, c in entry[2]
@@ -307,7 +322,7 @@ def test_lanes_share_one_value_range_unless_asked_per_lane(page):
 
 
 def test_the_distributions_view_draws_percentile_bands_for_every_lane(page):
-    frame = open_lanes(page, SEED_RUN, SEED_TAG)
+    frame = open_lanes(page, DRIFT_RUN, DRIFT_TAG)
     frame.get_by_test_id("view-distributions").click()
     frame.locator("[data-testid=histograms][data-view=distributions]").wait_for()
 
@@ -318,8 +333,8 @@ def test_the_distributions_view_draws_percentile_bands_for_every_lane(page):
         assert bands.count() == 4
         assert all(len(band.get_attribute("d")) > 20 for band in bands.all())
         assert chart.locator("path.median").count() == 1
-    readout = hover(page, charts.nth(2), 0.6, 0.5)
-    assert "50%" in readout.inner_text() and "my_layer_2" in readout.inner_text()
+    readout = hover(page, frame.get_by_test_id("tensorboard-view-chart"), 0.7, 0.5)
+    assert "50%" in readout.inner_text() and "lane" in readout.inner_text()
     keep_screenshot(page, "distributions.png")
 
 
@@ -346,6 +361,13 @@ def test_the_tab_follows_tensorboards_dark_mode_toggle(page):
     # Contrast of the card text on the card (WCAG): at least 4.5:1.
     card_text = frame.evaluate("() => getComputedStyle(document.querySelector('.explanation')).color")
     assert (luminance(card_text) + 0.05) / (luminance(card_background) + 0.05) >= 4.5
+    page.locator(".mat-mdc-menu-panel").wait_for(state="detached")
+    open_lanes(page, DRIFT_RUN, DRIFT_TAG)
+    hover(page, tab(page).locator("[data-testid=chart][data-lane='2']"), 0.45, 0.75)
+    assert (
+        luminance(frame.evaluate("() => getComputedStyle(document.querySelector('.chart-card')).backgroundColor"))
+        < 0.08
+    )
     keep_screenshot(page, "dark.png")
 
     page.get_by_label("Menu for changing light or dark theme").click()
