@@ -49,7 +49,8 @@ def test_the_histograms_tab_shows_each_layers_variable_after_split(scenario, tmp
             matching = page.locator("tf-category-paginated-view").first  # "Tags matching /my_variable1/"
             for layer in LAYERS:
                 matching.get_by_text(f"{layer}/my_variable1_0/histogram", exact=True).first.wait_for()
-            assert matching.locator("tf-histogram-loader").count() == 3
+            # The run filter applies a moment after typing: until then the fixed run's cards match too.
+            sync_api.expect(matching.locator("tf-histogram-loader")).to_have_count(3, timeout=60_000)
             # Each card draws its own layer's values: one run, three steps, a chart per card.
             assert matching.locator("tf-histogram-loader svg").count() >= 3
             if SCREENSHOTS:
