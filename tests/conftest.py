@@ -37,8 +37,8 @@ SCENARIO_NEEDS: dict[str, tuple[str, ...]] = {
     "torch_blocks_pt": (*_TF, "torch"),
     "torch_blocks_legacy": (*_TF, "torch"),
     "tbx_leaf": (*_TF, "tensorboardX", "safetensors"),
-    "torch_blocks": (*_TF, "torch", "safetensors"),
-    "torch_restart": (*_TF, "torch", "safetensors"),
+    "torch_blocks": (*_TF, "torch"),
+    "torch_restart": (*_TF, "torch"),
     "tfmodule_shared": _TF,
     "keras3_shared_name": _TF,
 }

@@ -236,10 +236,9 @@ def torch_blocks(run_dir: Path) -> None:
       `weight` then `grad/weight` (6 each: `0.fc.weight` [4, 5], `0.out.weight` [4, 4], `1.fc.weight` [4, 4],
       `1.out.weight` [4, 4], `2.fc.weight` [3, 4], `2.out.weight` [3, 3]), `bias` then `bias_grad` (6 each,
       `0.fc.bias` [4] ... `2.out.bias` [3]). Legacy `HistogramProto` values; weights logged after the update.
-    Checkpoint: `model.safetensors`, keys `0.fc.weight`, `0.fc.bias`, `0.out.weight`, ..., `2.out.bias`.
+    Checkpoint: `torch.save(model.state_dict(), "model.pt")`, keys `0.fc.weight`, `0.fc.bias`, ..., `2.out.bias`.
     """
     import torch
-    from safetensors.torch import save_file
     from torch.utils.tensorboard import SummaryWriter
 
     class Block(torch.nn.Module):
@@ -274,48 +273,49 @@ def torch_blocks(run_dir: Path) -> None:
             writer.add_histogram(leaf, p.detach(), step)
             writer.add_histogram(f"grad/{leaf}" if leaf == "weight" else f"{leaf}_grad", p.grad, step)
     writer.close()
-    save_file(model.state_dict(), str(run_dir / "model.safetensors"))
+    torch.save(model.state_dict(), run_dir / "model.pt")
 
 
 def torch_restart(run_dir: Path) -> None:
-    """A PyTorch loop that logs full parameter names, keeps a snapshot of step 20, and after step 25 reloads it
-    and goes on from step 20 with the same `SummaryWriter`: steps 20-25 are written twice into one event file.
+    """A PyTorch loop that logs full parameter names, saves a snapshot at step 20 (`ckpt/step-20.pt`), and after
+    step 25 loads it and goes on from step 20 with the same `SummaryWriter`: steps 20-25 are written twice into one
+    event file.
 
     One event file, tags `0.weight` [4, 5], `0.bias` [4], `2.weight` [3, 4], `2.bias` [3] (Linear-ReLU-Linear),
     written at steps 0..25 and then 20..29, one value per step each time; each step trains on its own random batch,
-    so the values after the reload differ from those before. Checkpoint: `model.safetensors` at the end.
+    so the values after the reload differ from those before. Checkpoint: `model.pt` (`torch.save` of the
+    `state_dict`) at the end, in the run directory, so it is the run's own and wins over `ckpt/`.
     """
-    import copy
-
     import torch
-    from safetensors.torch import save_file
     from torch.utils.tensorboard import SummaryWriter
 
     torch.manual_seed(SEED)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     writer = SummaryWriter(log_dir=str(run_dir))
-    snapshot = None
+    snapshot = run_dir / "ckpt" / "step-20.pt"
+    snapshot.parent.mkdir()
     restarted = False
     step = 0
     while step < 30:
-        if step == 20 and snapshot is None:
-            snapshot = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+        if step == 20 and not restarted:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, snapshot)
         x, y = torch.randn(16, 5), torch.randn(16, 3)
         optimizer.zero_grad()
         torch.nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
         for name, p in model.named_parameters():
             writer.add_histogram(name, p.detach(), step)
-        if step == 25 and not restarted and snapshot is not None:
+        if step == 25 and not restarted:
             # As a job does after a failure: back to the step-20 snapshot, logging on with the same writer.
-            model.load_state_dict(snapshot[0])
-            optimizer.load_state_dict(snapshot[1])
+            saved = torch.load(snapshot, weights_only=True)
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
             restarted, step = True, 20
             continue
         step += 1
     writer.close()
-    save_file(model.state_dict(), str(run_dir / "model.safetensors"))
+    torch.save(model.state_dict(), run_dir / "model.pt")
 
 
 class _Linear(tf.Module):

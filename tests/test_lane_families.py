@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from eventlogs import histogram_event, write_events
 from tensorboard.compat.proto import event_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 from tb_varscope_plugin.analysis.collisions import TENSORBOARDX, TORCH, find_collisions, writer_of
 from tb_varscope_plugin.analysis.variable_names import ShownNames
@@ -171,17 +171,21 @@ def test_a_restart_names_both_lanes_after_the_one_variable(tmp_path):
 
 @pytest.mark.slow  # TensorBoard's EventFileWriter loads TensorFlow when it is installed
 def test_the_writer_mark_of_the_first_event_tells_torch_from_tensorboardx(tmp_path):
-    # torch.utils.tensorboard writes through TensorBoard's EventFileWriter, which marks the file; tensorboardX's
-    # own writer (like tests/eventlogs.py) leaves `source_metadata` empty.
-    marked = EventFileWriter(str(tmp_path / "torch"))
-    marked.add_event(histogram_event(0, "weight", np.ones(3), legacy=True))
-    marked.close()
-    write_events(str(tmp_path / "tbx" / "events.out.tfevents.1.host"), [histogram_event(0, "weight", np.ones(3), True)])
+    # torch.utils.tensorboard writes through TensorBoard's EventFileWriter, whose first event carries this mark
+    # (tensorboard/summary/writer/event_file_writer.py); tensorboardX's own writer leaves `source_metadata` empty.
+    mark = event_pb2.SourceMetadata(writer="tensorboard.summary.writer.event_file_writer")
+    first = event_pb2.Event(wall_time=1.0, file_version="brain.Event:2", source_metadata=mark)
+    weight = histogram_event(0, "weight", np.ones(3), legacy=True)
+    with open(tmp_path / "torch.tfevents", "wb") as f:
+        writer = RecordWriter(f)
+        for event in (first, weight):
+            writer.write(event.SerializeToString())
+    write_events(str(tmp_path / "tbx" / "events.out.tfevents.1.host"), [weight])
     index = LogdirIndex(str(tmp_path))
     index.reload()
-    (torch_file,) = index.runs["torch"].files
+    (torch_file,) = index.runs["."].files
     (tbx_file,) = index.runs["tbx"].files
-    assert torch_file.origin is not None and torch_file.origin.writer == "tensorboard.summary.writer.event_file_writer"
+    assert torch_file.origin is not None and torch_file.origin.writer == mark.writer
     assert torch_file.origin.file_version == "brain.Event:2"
     assert writer_of(torch_file, "histo") == TORCH
     assert writer_of(tbx_file, "histo") == TENSORBOARDX

@@ -29,6 +29,7 @@ def _assert_told_apart(report: dict) -> None:
 @pytest.mark.slow
 def test_torch_blocks_name_every_weight_and_gradient_lane_and_no_activation_lane(scenario):
     report = scan(str(scenario("torch_blocks")))
+    assert report["runs"][0]["checkpoint"]["format"] == "pytorch"
     collisions = _collisions(report, ".")
     assert set(collisions) == {"weight", "grad/weight", "bias", "bias_grad", "act/Linear"}
     modules = [f"{block}.{linear}" for block in range(3) for linear in ("fc", "out")]
@@ -107,6 +108,7 @@ def test_keras3_blocks_sharing_a_default_name_are_shown_by_their_weights_file_pa
 @pytest.mark.slow
 def test_a_restart_in_one_file_is_one_variable_before_and_after(scenario):
     report = scan(str(scenario("torch_restart")))
+    assert report["runs"][0]["checkpoint"]["path"].endswith("/model.pt")
     collisions = _collisions(report, ".")
     assert set(collisions) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     for tag, collision in collisions.items():
