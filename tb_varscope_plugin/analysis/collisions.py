@@ -46,7 +46,6 @@ class FoundCollision:
     first_step: int
     last_step: int
     files: tuple[str, ...]
-    encoding: str | None  # how the values were written (same-step only)
     elements: tuple[int, ...]  # same-step: each lane's element count, from its last value
     writer: Writer = UNKNOWN  # which library wrote the files, as far as they tell (same-step only)
     # Same-step only: where one writer's steps went back and then wrote the tag again at steps it had written
@@ -109,7 +108,6 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
     writers = 0
     repeated: set[int] = set()
     files = []
-    encoding = None
     writer = UNKNOWN
     restarts: list[tuple[int, int]] | None = []  # None once some repeat is not a restart
     for f in run.files:
@@ -121,7 +119,6 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
             writers = max(writers, int(counts.max()))
             repeated.update(steps[counts > 1].tolist())
             files.append(f.name)
-            encoding = series.encoding
             writer = writer_of(f, series.encoding)
             went_back = _restarts(series)
             restarts = None if restarts is None or went_back is None else restarts + went_back
@@ -144,7 +141,6 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
         min(repeated),
         max(repeated),
         tuple(files),
-        encoding,
         tuple(elements),
         writer,
         tuple(restarts or ()),
@@ -184,7 +180,7 @@ def _cross_file(run: RunIndex, tag: str) -> FoundCollision | None:
         return None
     files = tuple(sorted({name for names in shared.values() for name in names}))
     writers = max(len(names) for names in shared.values())
-    return FoundCollision(tag, CROSS_FILE, writers, len(shared), min(shared), max(shared), files, None, ())
+    return FoundCollision(tag, CROSS_FILE, writers, len(shared), min(shared), max(shared), files, ())
 
 
 def _explain_cross_file(found: FoundCollision) -> tuple[str, str]:
