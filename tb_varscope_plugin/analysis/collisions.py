@@ -262,7 +262,7 @@ def _explain_tensorflow(tag: str, hidden: str) -> tuple[str, str]:
             "`tf.Module`s (and sonnet 2 modules) sharing a name do not get unique names in eager mode, so every "
             "module's variable is named alike (`two_tower/linear/w:0`).",
             'Give each module a unique `name=` (`Linear(..., name=f"linear_{i}")`), or log each variable under its '
-            "path in the model, e.g. `module._flatten(with_path=True)` or the `tf.train.Checkpoint` object path.",
+            'place in the model (`f"trunk/{i}/w"`), the path `tf.train.Checkpoint` saves it under.',
         )
     return (
         f"{hidden} A `tf.summary` loop logs several variables under one name, as `tf.summary.histogram(v.name, v)` "
