@@ -258,9 +258,10 @@ def _explain_tensorflow(tag: str, hidden: str) -> tuple[str, str]:
         )
     if "/" in tag or _TF_VARIABLE_NAME.search(tag):
         return (
-            f"{hidden} A `tf.summary` loop logs variables by `v.name`, and several variables have the same name: "
+            f"{hidden} A `tf.summary` loop logs variables by name, and several variables have the same one: "
             "`tf.Module`s (and sonnet 2 modules) sharing a name do not get unique names in eager mode, so every "
-            "module's variable is named alike (`two_tower/linear/w:0`).",
+            "module's variable is named alike (`two_tower/linear/w:0`), as are Keras 3 layers given one name "
+            "(`v.path`).",
             'Give each module a unique `name=` (`Linear(..., name=f"linear_{i}")`), or log each variable under its '
             'place in the model (`f"trunk/{i}/w"`), the path `tf.train.Checkpoint` saves it under.',
         )
