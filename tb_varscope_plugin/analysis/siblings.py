@@ -38,6 +38,8 @@ def share_sibling_lanes(
         if f.kind == SAME_STEP and not f.restarts and not is_gradient(f.tag) and any(x.variable for x in m)
     ]
     result = list(matches)
+    if not named:
+        return result  # no family is named (no checkpoint, say): there is nothing to inherit
     for k, (f, m) in enumerate(zip(found, matches, strict=True)):
         if not needs_sibling(f, m):
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from tb_varscope_plugin.checkpoints.variables import strip_output_index
 
@@ -54,11 +55,13 @@ def tag_words(tag: str) -> list[str]:
     return [w for w in _WORD_SPLIT.split(tag) if w]
 
 
+@lru_cache(maxsize=4096)  # asked of every colliding tag by attribution, siblings and explanations
 def is_gradient(tag: str) -> bool:
     """The tag names gradients: no checkpoint holds its values."""
     return any(w.lower() in _GRADIENT_WORDS for w in tag_words(tag))
 
 
+@lru_cache(maxsize=4096)
 def is_activation(tag: str) -> bool:
     """The tag names a module's outputs (a forward hook's): no variable is behind its values.
 
