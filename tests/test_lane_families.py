@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from eventlogs import histogram_event, write_events
 from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
@@ -169,7 +168,6 @@ def test_a_restart_names_both_lanes_after_the_one_variable(tmp_path):
 # --- writers --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # TensorBoard's EventFileWriter loads TensorFlow when it is installed
 def test_the_writer_mark_of_the_first_event_tells_torch_from_tensorboardx(tmp_path):
     # torch.utils.tensorboard writes through TensorBoard's EventFileWriter, whose first event carries this mark
     # (tensorboard/summary/writer/event_file_writer.py); tensorboardX's own writer leaves `source_metadata` empty.
