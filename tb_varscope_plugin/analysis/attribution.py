@@ -274,29 +274,17 @@ def attribute_lanes(
     Activations have no variable, and gradients are not in checkpoints: their values are never compared with the
     weights' (a gradient lane may still be named from its weight's family, see `siblings`)."""
     if is_activation(tag):
-        return [
-            LaneMatch(
-                lane,
-                None,
-                None,
-                0.0,
-                "activations (a module's output, not a weight): no variable is behind them, so no checkpoint names "
-                f"this lane; lane {lane} is the {_ordinal(lane + 1)} value written at each step",
-            )
-            for lane in range(lanes)
-        ]
+        why = (
+            "activations (a module's output, not a weight): no variable is behind them, so no checkpoint names "
+            "this lane"
+        )
+        return _by_write_order(lanes, why)
     if checkpoint is None:
-        return [
-            LaneMatch(
-                lane,
-                None,
-                None,
-                0.0,
-                "no checkpoint found beside this run (name one with --checkpoint), so lanes are told apart by write "
-                f"order only: lane {lane} is the {_ordinal(lane + 1)} value written at each step",
-            )
-            for lane in range(lanes)
-        ]
+        why = (
+            "no checkpoint found beside this run (name one with --checkpoint), so lanes are told apart by write "
+            "order only"
+        )
+        return _by_write_order(lanes, why)
     if is_gradient(tag):
         return [
             LaneMatch(
@@ -339,3 +327,11 @@ def attribute_restart(
         said = f"values after the restart at step {reached} (the run went back to step {back}), at {twice} again"
         matches.append(replace(first, lane=lane, evidence=f"{said}: {same}"))
     return matches
+
+
+def _by_write_order(lanes: int, why: str) -> list[LaneMatch]:
+    """Lanes left unnamed for `why`, each said to be the k-th value written at each step."""
+    return [
+        LaneMatch(lane, None, None, 0.0, f"{why}; lane {lane} is the {_ordinal(lane + 1)} value written at each step")
+        for lane in range(lanes)
+    ]

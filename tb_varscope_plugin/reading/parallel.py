@@ -8,6 +8,7 @@ import select
 import signal
 import threading
 import time
+from typing import Any
 
 from tensorboard.compat.tensorflow_stub.io import gfile
 
@@ -52,7 +53,7 @@ def read_files(files: list[EventFile], processes: int) -> list[bool]:
         raise
     deadline = time.monotonic() + CHILD_GRACE_SECONDS + CHILD_SLOWDOWN * (time.monotonic() - started)
     for (pid, pipe), share in children:
-        states = _receive(pid, pipe, deadline)
+        states = receive(pid, pipe, deadline)
         for i in share:
             if states is None:
                 added[i] = files[i].reload()
@@ -69,8 +70,9 @@ def _unread_bytes(f: EventFile) -> int:
         return 0  # gone: its reload will say so
 
 
-def _receive(pid: int, pipe: int, deadline: float) -> list | None:
-    """What a child sent through `pipe`, or None if it died, or was still silent at `deadline` (then it is killed)."""
+def receive(pid: int, pipe: int, deadline: float) -> Any:
+    """What a forked child pickled into `pipe`, or None if it failed, died before it had said everything, or was
+    still silent at `deadline` (then it is killed). The child is reaped either way."""
     chunks = []
     try:
         while True:
@@ -84,10 +86,12 @@ def _receive(pid: int, pipe: int, deadline: float) -> list | None:
             chunks.append(chunk)
     finally:
         os.close(pipe)
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return None
     try:
-        return pickle.loads(b"".join(chunks))
-    except (pickle.UnpicklingError, EOFError):  # the child died before it had said everything
+        return pickle.loads(b"".join(chunks))  # our own child's state, not bytes from a file
+    except (pickle.UnpicklingError, EOFError):
         return None
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import select
 import signal
 import threading
 import time
 
 from tb_varscope_plugin.filesystem import is_local
-from tb_varscope_plugin.reading.parallel import FORK_MIN_BYTES
+from tb_varscope_plugin.reading.parallel import FORK_MIN_BYTES, receive
 from tb_varscope_plugin.rewrite.event_copy import SourceError, copy_event_file
 from tb_varscope_plugin.rewrite.plan import FilePlan
 from tb_varscope_plugin.schema import ReportWarning
@@ -55,7 +54,7 @@ def copy_files(jobs: list[tuple[FilePlan, str]], processes: int) -> list[Copied]
         os.waitpid(pid, 0)
         raise
     deadline = time.monotonic() + CHILD_GRACE_SECONDS + CHILD_SLOWDOWN * (time.monotonic() - started)
-    theirs = _receive(pid, pipe, deadline)
+    theirs = receive(pid, pipe, deadline)
     for i in shares[1]:
         done[i] = _copy(jobs[i]) if theirs is None else theirs.pop(0)
     return [done[i] for i in range(len(jobs))]
@@ -85,27 +84,3 @@ def _fork_copier(jobs: list[tuple[FilePlan, str]], share: list[int]) -> tuple[in
         status = 0
     finally:
         os._exit(status)  # no cleanup of the parent's copies (buffers, atexit) in the child
-
-
-def _receive(pid: int, pipe: int, deadline: float) -> list[Copied] | None:
-    """What the child sent, or None if it failed, or was still silent at `deadline` (then it is killed)."""
-    chunks = []
-    try:
-        while True:
-            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                return None
-            chunk = os.read(pipe, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(pipe)
-        _, status = os.waitpid(pid, 0)
-    if status != 0:
-        return None
-    try:
-        return pickle.loads(b"".join(chunks))
-    except (pickle.UnpicklingError, EOFError):
-        return None
