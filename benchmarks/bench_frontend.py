@@ -17,20 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tab import start_tensorboard  # noqa: E402
 from synthetic_logs import build_report_logdir  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-SERVING = re.compile(r"TensorBoard \S+ at (http://\S+) ")
 FILTER_TEXT = "layer_12/"
 
 # In the tab's frame: time one edit of the tree filter (echo painted, and the tree that answers it painted).
@@ -62,27 +59,6 @@ LEAF_CLICK_JS = """async (index) => {
   await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
   return performance.now() - start;
 }"""
-
-
-def start_tensorboard(logdir: Path) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", "0"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    found: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        for line in process.stderr:
-            match = SERVING.search(line)
-            if match and not found:
-                found.append(match.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(timeout=300) or not found:
-        process.kill()
-        raise SystemExit("TensorBoard did not start")
-    return process, found[0]
 
 
 def wait_for_report(url: str) -> None:
@@ -125,7 +101,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     logdir, manifest = build_report_logdir(runs=10, tags=1000, steps=5)
-    process, url = start_tensorboard(logdir)
+    process, url = start_tensorboard(str(logdir))
     try:
         wait_for_report(url)
         with sync_playwright() as playwright:
