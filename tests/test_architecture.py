@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -96,6 +97,13 @@ def test_nothing_in_the_package_imports_tensorflow_or_torch():
         if name.split(".")[0] in {"tensorflow", "torch", "keras", "tf_keras"}
     ]
     assert heavy == []
+
+
+def test_starting_the_cli_or_the_plugin_loads_no_checkpoint_library():
+    # h5py is only needed once a Keras file is read; loaded at start-up it costs every scan memory and time.
+    code = "import sys, tb_varscope_plugin.cli, tb_varscope_plugin.server.plugin; print('h5py' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.checkpoints import keras_h5, safetensors_file, saved_model, tf_bundle, torch_pickle
+from tb_varscope_plugin.checkpoints import safetensors_file, saved_model, tf_bundle, torch_pickle
 from tb_varscope_plugin.checkpoints.discovery import (
     KERAS_SUFFIXES,
     SAFETENSORS_SUFFIX,
@@ -82,10 +82,12 @@ def _read(path: str) -> Checkpoint:
         return torch_pickle.read_torch(path)
     if path.endswith(SAFETENSORS_SUFFIX):
         return safetensors_file.read_safetensors(path)
-    if path.endswith(".keras"):
-        return keras_h5.read_keras_archive(path)
     if path.endswith(KERAS_SUFFIXES):
-        return keras_h5.read_weights_h5(path)
+        # Imported here: h5py (and HDF5 under it) is a sixth of a scan's memory and a tenth of its start-up, and
+        # most logdirs hold no Keras file.
+        from tb_varscope_plugin.checkpoints import keras_h5
+
+        return keras_h5.read_keras_archive(path) if path.endswith(".keras") else keras_h5.read_weights_h5(path)
     if gfile.exists(path + ".index"):
         return tf_bundle.read_bundle(path)
     raise CheckpointError(f"{path}: not a checkpoint (no such file, and no {path}.index)")
