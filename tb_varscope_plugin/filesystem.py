@@ -56,10 +56,13 @@ def mtime(path: str) -> float | None:
 @dataclass(frozen=True)
 class Entry:
     """What a directory entry is, links followed: `kind` "directory", "file", or what else it is ("a FIFO"...);
-    `identity` tells directories apart however they are reached (device and inode where local, else the path)."""
+    `identity` tells directories apart however they are reached (device and inode where local, else the path);
+    `version` of a local regular file changes whenever its content may have (size, modification time, inode), so
+    a reader can pass over a file whose version it has read; None where the filesystem layer gives no such stat."""
 
     kind: str
     identity: tuple
+    version: tuple | None = None
 
 
 _SPECIAL = (
@@ -70,10 +73,11 @@ _SPECIAL = (
 )
 
 
-def entry(path: str) -> Entry:
-    """What `path` is. A local entry that cannot be examined (a dangling link) counts as a file, so reading it
-    says what is wrong; remote filesystems hold only files and directories."""
-    if not is_local(path):
+def entry(path: str, local: bool | None = None) -> Entry:
+    """What `path` is (`local`: whether it is on the local filesystem, if the caller knows). A local entry that
+    cannot be examined (a dangling link) counts as a file, so reading it says what is wrong; remote filesystems
+    hold only files and directories."""
+    if not (is_local(path) if local is None else local):
         return Entry("directory" if gfile.isdir(path) else "file", (path,))
     try:
         found = os.stat(path)
@@ -82,7 +86,8 @@ def entry(path: str) -> Entry:
     if stat.S_ISDIR(found.st_mode):
         return Entry("directory", (found.st_dev, found.st_ino))
     kind = next((name for test, name in _SPECIAL if test(found.st_mode)), "file")
-    return Entry(kind, (found.st_dev, found.st_ino))
+    version = (found.st_size, found.st_mtime_ns, found.st_ino) if kind == "file" else None
+    return Entry(kind, (found.st_dev, found.st_ino), version)
 
 
 def shown_name(name: str) -> str:

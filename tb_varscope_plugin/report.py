@@ -46,10 +46,15 @@ class Reporter:
         self._directories = WalkedDirectories({}, self._states)  # the index's tree, as of this pass
         self._stamps: dict[str, float | None] = {}  # checkpoint path -> modification time, as of this pass
         self._last: Report | None = None
+        self._last_version = -1  # the index's version the last report was made of
 
     def report(self) -> Report:
         """The whole document for what the index has read so far: the very same object as last time when nothing
         in it changed, so a presenter can keep what it made of it (serialised bytes, an ETag)."""
+        if self._last is not None and self.index.version == self._last_version and self._checkpoints_unchanged():
+            # Nothing read, nothing walked differently, no checkpoint touched: one stat per file consulted.
+            return self._last
+        self._last_version = self.index.version
         # Discovery answers from the walk the index made, and each checkpoint is stamped once per pass.
         self._directories = WalkedDirectories(self.index.tree, self._states)
         self._stamps = {}
@@ -78,6 +83,14 @@ class Reporter:
             "runs": runs,
         }
         return self._last
+
+    def _checkpoints_unchanged(self) -> bool:
+        """Whether every file the last pass weighed for checkpoints (state files, candidates, the checkpoints
+        read) still has the modification time it had: a checkpoint re-saved under its old name changes nothing
+        the walk sees."""
+        return all(mtime(path) == when for path, when in self._directories.mtimes()) and all(
+            _mtime(path) == when for path, when in self._stamps.items()
+        )
 
     def checkpoint_path(self, run: RunIndex) -> str | None:
         """The checkpoint that names `run`'s variables, if any."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tracemalloc
 from collections import Counter
@@ -20,6 +21,7 @@ from tb_varscope_plugin import filesystem as filesystem_module
 from tb_varscope_plugin import report as report_module
 from tb_varscope_plugin.analysis import groups
 from tb_varscope_plugin.checkpoints import discovery as discovery_module
+from tb_varscope_plugin.reading import records as records_module
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import Series
 from tb_varscope_plugin.report import Reporter
@@ -85,7 +87,11 @@ class Calls:
         self.isdir: Counter[str] = Counter()
         self.mtime: Counter[str] = Counter()
         self.built: Counter[str] = Counter()
+        self.opened: Counter[str] = Counter()  # event files opened for reading
+        self.found: Counter[str] = Counter()  # runs whose checkpoint was looked for
         self._wrap(monkeypatch, gfile, "listdir", self.listed)
+        self._wrap(monkeypatch, records_module, "PositionedReader", self.opened)
+        self._wrap(monkeypatch, report_module, "find_checkpoint", self.found)
         self._wrap(monkeypatch, gfile, "isdir", self.isdir)
         self._wrap(monkeypatch, filesystem_module, "mtime", self.mtime)
         self._wrap(monkeypatch, discovery_module, "mtime", self.mtime)
@@ -101,7 +107,7 @@ class Calls:
         monkeypatch.setattr(module, name, lambda path, *a: counter.update([str(path)]) or real(path, *a))
 
     def clear(self) -> None:
-        for counter in (self.listed, self.isdir, self.mtime, self.built):
+        for counter in (self.listed, self.isdir, self.mtime, self.built, self.opened, self.found):
             counter.clear()
 
 
@@ -134,9 +140,28 @@ def test_a_reload_with_no_new_bytes_builds_nothing_and_publishes_the_same_report
     calls = Calls(monkeypatch)
     live.reload()
     assert not calls.built  # no report building at all
+    assert not calls.found  # nor any look at the runs: the index says nothing changed
+    assert not calls.opened  # no event file opened: the walk's stat shows each as it was read
     assert live.report() is before  # the published report, and so its bytes and ETag, stay as they were
     assert set(calls.listed.values()) == {1} and len(calls.listed) == RUNS + 2  # the one walk per reload
     assert sum(calls.isdir.values()) + sum(calls.mtime.values()) <= 5 * RUNS  # O(runs) stats
+
+
+def test_a_checkpoint_saved_again_under_its_name_is_read_again_though_nothing_else_changed(thousand_runs, tmp_path):
+    logdir = tmp_path / "logs"
+    shutil.copytree(thousand_runs, logdir)
+    live = _live(logdir)
+    live.reload()
+    before = live.report()
+    shared = logdir / "ckpt" / "model.safetensors"
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    save_file({"dense/kernel": np.arange(6, dtype=np.float64), "dense/bias": np.zeros(2)}, str(shared))
+    stamp = shared.stat().st_mtime + 10
+    os.utime(shared, (stamp, stamp))  # a later save, however coarse the filesystem's clock
+    live.reload()
+    after = live.report()
+    assert after is not before
+    assert {r["checkpoint"]["variables"] for r in after["runs"]} == {2}
 
 
 def test_a_run_whose_file_grew_is_the_only_one_rebuilt(thousand_runs, tmp_path, monkeypatch):

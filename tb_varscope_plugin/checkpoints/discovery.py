@@ -96,6 +96,10 @@ class Directories:
             self._mtimes[path] = mtime(path)
         return self._mtimes[path]
 
+    def mtimes(self) -> list[tuple[str, float | None]]:
+        """Every modification time this pass asked for, as it was: what its answers depend on besides listings."""
+        return list(self._mtimes.items())
+
     def holds_event_files(self, directory: str) -> bool:
         """Whether `directory` or any directory below it holds an event file. Symlinked directories are followed
         (runs are often linked in), but a link loop is walked once."""

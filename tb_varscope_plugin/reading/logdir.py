@@ -76,6 +76,12 @@ class LogdirIndex:
         # Every directory the last reload's walk listed, for whatever else needs to know the tree (checkpoint
         # discovery): one walk per reload, however many runs ask.
         self.tree: dict[str, Listing] = {}
+        # Bumped by every reload that changed anything a report is made of; a reload that found nothing new
+        # leaves it, so the report is not even looked at again.
+        self.version = 0
+        self._signature: tuple = ()  # what the last reload found, beyond the files' values (see `_note_changes`)
+        self._versions: dict[str, tuple | None] = {}  # event file path -> its version as the last walk saw it
+        self._read_any = False  # whether this reload read any file
         self.lock = threading.Lock()
 
     def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
@@ -86,6 +92,7 @@ class LogdirIndex:
         """
         runs = []
         found = set()
+        self._read_any = False
         for name, root, directory, names in self._event_directories():
             if self.run_filter is not None and not self.run_filter.search(name):
                 continue
@@ -110,13 +117,43 @@ class LogdirIndex:
                 run.read_done(added)
         self._forget_runs_not_found(found)
         if runs:
-            added = read_files([f for run in runs for f in run.files], processes)
+            changed = [f for run in runs for f in run.files if not self._unchanged(f)]
+            read = dict(zip(map(id, changed), read_files(changed, processes), strict=True))
             with self.lock:
+                for f in changed:
+                    self._read_as_of(f)
                 for run in runs:
-                    run.read_done(added[: len(run.files)])
-                    del added[: len(run.files)]
+                    run.read_done([read.get(id(f), False) for f in run.files])
+        self._note_changes()
+
+    def _unchanged(self, f: EventFile) -> bool:
+        """Whether the walk found `f` as it was when last read to its end: then there is nothing to read."""
+        version = self._versions.get(f.path)
+        return version is not None and version == f.read_version
+
+    def _read_as_of(self, f: EventFile) -> None:
+        # The version the walk saw, from before the read: bytes written during it make the next walk differ. A
+        # file that could not be read is read again however it looks.
+        self._read_any = True
+        f.read_version = self._versions.get(f.path) if f.error is None else None
+
+    def _note_changes(self) -> None:
+        """Bumps `version` if this reload read a file, or found runs, files, directories or warnings changed."""
+        runs = tuple((name, run.generation, len(run.files)) for name, run in self.runs.items())
+        signature = (runs, self.tree, tuple(self.unlisted.items()), tuple(self.passed_over.items()), tuple(self.gone))
+        if self._read_any or signature != self._signature:
+            self.version += 1
+        self._signature = signature
 
     def _reload_file(self, f: EventFile) -> bool:
+        if self._unchanged(f):
+            return False
+        try:
+            return self._reload_contained(f)
+        finally:
+            self._read_as_of(f)
+
+    def _reload_contained(self, f: EventFile) -> bool:
         if not self.contain_errors:
             return f.reload()
         try:
@@ -160,6 +197,7 @@ class LogdirIndex:
         self.unlisted.clear()
         self.passed_over = {}
         self.tree = {}
+        self._versions = {}
         for root, group in self.roots.items():
             for directory, names in self._walk(root):
                 name = run_name(root, directory)
@@ -174,8 +212,9 @@ class LogdirIndex:
         while pending:
             directory = pending.pop()
             fs = gfile.get_filesystem(directory)
+            local = isinstance(fs, gfile.LocalFileSystem)
             try:
-                entries = {name: entry(fs.join(directory, name)) for name in sorted(gfile.listdir(directory))}
+                entries = {name: entry(fs.join(directory, name), local) for name in sorted(gfile.listdir(directory))}
             except READ_ERRORS as error:
                 self.unlisted[directory] = error_reason(error)
                 continue
@@ -199,6 +238,7 @@ class LogdirIndex:
                 elif is_event_file(name):
                     if found.kind == "file":
                         names.append(name)
+                        self._versions[path] = found.version
                     else:
                         self.passed_over[path] = f"is {found.kind}, not a regular file; not read"
             self.tree[directory] = Listing(tuple(readable), frozenset(subdirectories))

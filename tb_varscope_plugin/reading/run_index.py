@@ -194,6 +194,8 @@ class EventFile:
         self.skipped_more = 0  # how many more were left out
         self.restarted: ReportWarning | None = None  # why the file was last read again from the start
         self.origin: events.Origin | None = None  # what the file's first event says of its writer, once read
+        # The file's version (see `filesystem.Entry`) as found before it was last read to its end, None if unknown.
+        self.read_version: tuple | None = None
 
     # What reading changes: a forked reader sends exactly this back, and the parent restores it.
     STATE = (
