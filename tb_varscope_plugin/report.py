@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import posixpath
 import re
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -17,14 +22,21 @@ from tb_varscope_plugin.analysis.siblings import share_sibling_lanes
 from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint, unread_models
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
-from tb_varscope_plugin.filesystem import READ_ERRORS, mtime
+from tb_varscope_plugin.filesystem import READ_ERRORS, is_local, mtime
 from tb_varscope_plugin.reading.events import BadValue
 from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.reading.parallel import FORK_MIN_BYTES, forked, receive
 from tb_varscope_plugin.reading.records import NoRecord
 from tb_varscope_plugin.reading.run_index import RunIndex
 from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, ReportWarning, RunReport
 
 logger = logging.getLogger(__name__)
+
+# Runs are shared out among processes only when no process gets more than this many times its even share of bytes.
+UNEVEN = 1.25
+# A child silent this long past the start of a scan is stuck (a scan reads a few hundred MB a second per process);
+# it is killed and its share done by the parent, which a stuck child would otherwise hold up for good.
+CHILD_SHARE_SECONDS = 3600.0
 
 
 class Reporter:
@@ -45,6 +57,7 @@ class Reporter:
         self._states: dict[tuple, str | None] = {}  # what each unchanged `checkpoint` state file named
         self._directories = WalkedDirectories({}, self._states)  # the index's tree, as of this pass
         self._stamps: dict[str, float | None] = {}  # checkpoint path -> modification time, as of this pass
+        self._pass_tree: object = None  # the walk this pass answers from
         self._last: Report | None = None
         self._last_version = -1  # the index's version the last report was made of
 
@@ -55,9 +68,7 @@ class Reporter:
             # Nothing read, nothing walked differently, no checkpoint touched: one stat per file consulted.
             return self._last
         self._last_version = self.index.version
-        # Discovery answers from the walk the index made, and each checkpoint is stamped once per pass.
-        self._directories = WalkedDirectories(self.index.tree, self._states)
-        self._stamps = {}
+        self._new_pass()
         runs = [self._run_report(run) for _, run in sorted(self.index.runs.items())]
         self._forget_unused_checkpoints()
         # Directories that could not be listed, entries passed over, and runs gone since they were read.
@@ -84,6 +95,32 @@ class Reporter:
         }
         return self._last
 
+    def part(self, run: RunIndex) -> RunReport:
+        """`run`'s part of the report, as `report()` would give it, without keeping it: for a one-off scan that
+        reads a run, reports it and forgets it. Runs of one walk share one pass (a checkpoint is stamped once)."""
+        self._walk_pass()
+        try:
+            return self._run_report(run)
+        finally:
+            self._runs.pop(run.name, None)
+
+    def release(self, path: str) -> None:
+        """Closes and forgets the checkpoint at `path`, which no run still to be reported uses."""
+        _, found = self._read.pop(path, (None, None))
+        if isinstance(found, Checkpoint):
+            found.close()
+
+    def _walk_pass(self) -> None:
+        """Starts a pass unless the one under way answers from the index's last walk."""
+        if self._pass_tree is not self.index.tree:
+            self._new_pass()
+
+    def _new_pass(self) -> None:
+        # Discovery answers from the walk the index made, and each checkpoint is stamped once per pass.
+        self._directories = WalkedDirectories(self.index.tree, self._states)
+        self._pass_tree = self.index.tree
+        self._stamps = {}
+
     def _checkpoints_unchanged(self) -> bool:
         """Whether every file the last pass weighed for checkpoints (state files, candidates, the checkpoints
         read) still has the modification time it had: a checkpoint re-saved under its old name changes nothing
@@ -94,6 +131,7 @@ class Reporter:
 
     def checkpoint_path(self, run: RunIndex) -> str | None:
         """The checkpoint that names `run`'s variables, if any."""
+        self._walk_pass()
         if not self.checkpoints:
             return find_checkpoint(run.path, self.index.run_roots.get(run.name, self.index.logdir), self._directories)
         return max(self.checkpoints, key=lambda p: _shared_depth(p, run.path))  # max keeps the first of equals
@@ -283,12 +321,120 @@ def scan(
     """Reads every run under `logdir` and returns the report document (see the contract).
 
     `run_filter` keeps only runs whose name it matches; `progress` is told each run's name before it is read.
-    Files are read by one process per core this process may run on (a one-off scan owns its process; the plugin,
-    a threaded server, never forks).
+    Work is shared by one process per core this process may run on (see `scan_parts`).
     """
-    reporter = Reporter(read_logdir(logdir, run_filter=run_filter, progress=progress), checkpoints)
+    report, parts = scan_parts(logdir, checkpoints, run_filter=run_filter, progress=progress)
+    report["runs"] = [json.loads(part) for part, _ in parts]
+    return report
+
+
+def scan_json(
+    logdir: str,
+    checkpoints: list[str] | None = None,
+    *,
+    run_filter: re.Pattern | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[str], Report]:
+    """`json.dumps(scan(...))` in pieces to write in turn, made without ever holding the whole document as objects
+    (each run's part arrives serialised from the process that read it), and the report without its runs."""
+    report, parts = scan_parts(logdir, checkpoints, run_filter=run_filter, progress=progress)
+    opening = json.dumps(report)[: -len("[]}")] + "["
+    pieces = [opening]
+    for i, (part, _) in enumerate(parts):
+        pieces += [", ", part] if i else [part]
+    pieces.append("]}")
+    return pieces, report
+
+
+def scan_parts(
+    logdir: str,
+    checkpoints: list[str] | None = None,
+    *,
+    run_filter: re.Pattern | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Report, list[tuple[str, tuple[int, int, int]]]]:
+    """The report with its `runs` left empty, and each run's part serialised, in the report's order, with its
+    counts (histogram tags, collisions, warnings).
+
+    Runs are read and reported one at a time, each forgotten once its part is serialised, so memory holds one run
+    at a time however large the logdir. Where the runs share out evenly among the usable cores (and forking is
+    safe and pays, as for `read_files`), each process reads and reports its own share; otherwise one process
+    reports them in turn, reading each run's files with every core.
+    """
+    index = LogdirIndex(logdir, run_filter)
+    runs = sorted(index.discover(progress), key=lambda run: run.name)
+    count = processes()
+    shares = _shares(index, runs, count)
+    if len(shares) < 2:
+        parts = _report_share(index, runs, checkpoints, count)
+    else:
+        # Every share to a child, this process only gathering: it holds no values of its own, so the largest
+        # process of the scan is the largest share's, not the whole document's plus a share.
+        children = [(forked(functools.partial(_report_share, index, share, checkpoints, 1)), share) for share in shares]
+        deadline = time.monotonic() + CHILD_SHARE_SECONDS
+        parts = []
+        for (pid, pipe), share in children:
+            found = receive(pid, pipe, deadline)
+            # A child that failed or hung leaves its share to be done here.
+            parts += found if found is not None else _report_share(index, share, checkpoints, 1)
+        parts.sort(key=lambda part: part[0])
+    warnings = index.warnings()  # directories that could not be listed, entries passed over
+    report: Report = {
+        "schema": SCHEMA,
+        "logdir": index.logdir,
+        "warnings": warnings,
+        "summary": {
+            "runs": len(parts),
+            "histogram_tags": sum(tags for _, _, (tags, _, _) in parts),
+            "collisions": sum(collisions for _, _, (_, collisions, _) in parts),
+            "warnings": len(warnings) + sum(run_warnings for _, _, (_, _, run_warnings) in parts),
+        },
+        "runs": [],
+    }
+    return report, [(part, counts) for _, part, counts in parts]
+
+
+def _shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[RunIndex]]:
+    """`runs` shared out among `count` processes by bytes to read, largest first to the least loaded; a single
+    share where forking is unsafe or does not pay, or where the runs do not share out evenly (one run holding most
+    of the bytes is better read by every process at once, file by file)."""
+    sizes = {run.name: sum(index.file_size(f.path) for f in run.files) for run in runs}
+    total = sum(sizes.values())
+    forkable = hasattr(os, "fork") and threading.active_count() == 1 and all(is_local(run.path) for run in runs)
+    if count < 2 or len(runs) < 2 or total < FORK_MIN_BYTES or not forkable:
+        return [runs]
+    shares: list[list[RunIndex]] = [[] for _ in range(min(count, len(runs)))]
+    loads = [0] * len(shares)
+    for run in sorted(runs, key=lambda run: -sizes[run.name]):
+        least = loads.index(min(loads))
+        shares[least].append(run)
+        loads[least] += sizes[run.name]
+    if max(loads) > UNEVEN * total / len(shares):
+        return [runs]
+    return shares
+
+
+def _report_share(
+    index: LogdirIndex, runs: list[RunIndex], checkpoints: list[str] | None, count: int
+) -> list[tuple[str, str, tuple[int, int, int]]]:
+    """`(run name, its part serialised, (histogram tags, collisions, warnings))` for each of `runs`, each read
+    (by up to `count` processes) and reported in turn, then forgotten; a checkpoint is closed once no run left
+    to report uses it."""
+    reporter = Reporter(index, checkpoints)
     try:
-        return reporter.report()  # plain data: nothing in it needs a checkpoint still open
+        paths = [reporter.checkpoint_path(run) for run in runs]
+        uses = Counter(paths)
+        parts = []
+        for run, path in zip(runs, paths, strict=True):
+            index.read_runs([run], count)
+            part = reporter.part(run)
+            run.files = []  # its values: what the part says of them is all that is kept
+            counts = (part["histogram_tags"], len(part["collisions"]), len(part["warnings"]))
+            parts.append((run.name, json.dumps(part), counts))
+            uses[path] -= 1
+            if path is not None and not uses[path]:
+                reporter.release(path)
+        return parts
     finally:
         reporter.close()
 

@@ -90,9 +90,48 @@ class LogdirIndex:
         `progress` is told the name of each run before it is read. With `processes` > 1, files are read by that
         many forked processes where that is safe (see `read_files`), and `progress` hears of every run first.
         """
-        runs = []
-        found = set()
         self._read_any = False
+        runs = []
+        for run in self._discovered(progress):
+            if processes > 1:
+                runs.append(run)
+                continue
+            added = []
+            for f in run.files:
+                with self.lock:
+                    added.append(self._reload_file(f))
+            with self.lock:
+                run.read_done(added)
+        if runs:
+            self.read_runs(runs, processes)
+        self._note_changes()
+
+    def discover(self, progress: Callable[[str], None] | None = None) -> list[RunIndex]:
+        """Finds runs and event files as `reload` does, reading none of them: for a caller that reads runs in its
+        own order with `read_runs`. `progress` is told each run's name as it is found."""
+        runs = list(self._discovered(progress))
+        self._note_changes()
+        return runs
+
+    def read_runs(self, runs: list[RunIndex], processes: int = 1) -> None:
+        """Reads what the files of `runs` gained since they were last read, by up to `processes` forked processes
+        (see `read_files`)."""
+        changed = [f for run in runs for f in run.files if not self._unchanged(f)]
+        read = dict(zip(map(id, changed), read_files(changed, processes), strict=True))
+        with self.lock:
+            for f in changed:
+                self._read_as_of(f)
+            for run in runs:
+                run.read_done([read.get(id(f), False) for f in run.files])
+
+    def file_size(self, path: str) -> int:
+        """The size of an event file as the last walk found it; 0 where the filesystem layer gave no stat."""
+        version = self._versions.get(path)
+        return 0 if version is None else version[0]
+
+    def _discovered(self, progress: Callable[[str], None] | None) -> Iterator[RunIndex]:
+        """Each run the walk finds, its event files taken (new ones unread); then runs not found are dropped."""
+        found = set()
         for name, root, directory, names in self._event_directories():
             if self.run_filter is not None and not self.run_filter.search(name):
                 continue
@@ -106,25 +145,8 @@ class LogdirIndex:
                 run.set_files(names)
             if progress is not None:
                 progress(name)
-            if processes > 1:
-                runs.append(run)
-                continue
-            added = []
-            for f in run.files:
-                with self.lock:
-                    added.append(self._reload_file(f))
-            with self.lock:
-                run.read_done(added)
+            yield run
         self._forget_runs_not_found(found)
-        if runs:
-            changed = [f for run in runs for f in run.files if not self._unchanged(f)]
-            read = dict(zip(map(id, changed), read_files(changed, processes), strict=True))
-            with self.lock:
-                for f in changed:
-                    self._read_as_of(f)
-                for run in runs:
-                    run.read_done([read.get(id(f), False) for f in run.files])
-        self._note_changes()
 
     def _unchanged(self, f: EventFile) -> bool:
         """Whether the walk found `f` as it was when last read to its end: then there is nothing to read."""

@@ -8,6 +8,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tensorboard.compat.tensorflow_stub.io import gfile
@@ -97,6 +98,12 @@ def receive(pid: int, pipe: int, deadline: float) -> Any:
 
 def _fork_reader(files: list[EventFile], share: list[int]) -> tuple[int, int]:
     """Forks a process that reads `share` of `files` and writes `[(added, snapshot), ...]` to the pipe returned."""
+    return forked(lambda: [(files[i].reload(), files[i].snapshot()) for i in share])
+
+
+def forked(work: Callable[[], Any]) -> tuple[int, int]:
+    """Forks a process that runs `work()` and pickles what it returns into a pipe: `(pid, pipe)`, for `receive`.
+    A child that fails writes nothing, which `receive` reads as a failure."""
     source, sink = os.pipe()
     pid = os.fork()
     if pid:
@@ -104,8 +111,8 @@ def _fork_reader(files: list[EventFile], share: list[int]) -> tuple[int, int]:
         return pid, source
     try:
         os.close(source)
-        states = [(files[i].reload(), files[i].snapshot()) for i in share]
+        result = work()
         with os.fdopen(sink, "wb") as out:
-            out.write(pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL))
+            out.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     finally:
         os._exit(0)  # no cleanup of the parent's copies (buffers, atexit) in the child

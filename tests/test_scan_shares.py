@@ -1,0 +1,122 @@
+"""A one-off scan reads and reports runs one at a time, shared out among processes by run, and gives the report a
+long-lived index gives: the same document, from forked shares or not, whole or in serialised pieces."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from eventlogs import histogram_event, layered_run, write_events
+
+from tb_varscope_plugin import report as report_module
+from tb_varscope_plugin.reading import parallel
+from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.report import Reporter, scan, scan_json
+
+save_file = pytest.importorskip("safetensors.numpy").save_file
+
+
+@pytest.fixture
+def logdir(tmp_path, monkeypatch):
+    """Six runs: colliding ones, one with a checkpoint of its own, the others sharing one; a torn file."""
+    monkeypatch.setattr(report_module, "FORK_MIN_BYTES", 0)
+    for i, sizes in enumerate([[4, 8], [16], [3, 5, 7], [6, 6], [2, 9], [5]]):
+        layered_run(str(tmp_path / "exp" / f"run_{i}" / "events.out.tfevents.1.x"), "kernel", sizes, steps=4)
+    save_file({"a/kernel": np.zeros(4), "b/kernel": np.ones(8)}, str(tmp_path / "exp" / "run_0" / "model.safetensors"))
+    save_file({"dense/kernel": np.zeros(16)}, str(tmp_path / "exp" / "shared.safetensors"))
+    torn = tmp_path / "exp" / "run_2" / "events.out.tfevents.2.x"
+    write_events(str(torn), [histogram_event(s, "k", np.linspace(0, 1, 10)) for s in range(3)])
+    torn.write_bytes(torn.read_bytes()[:-9])
+    return tmp_path
+
+
+def reference(logdir) -> dict:
+    """The report as TensorBoard's long-lived reader builds it: the whole index read, then reported."""
+    index = LogdirIndex(str(logdir))
+    index.reload()
+    reporter = Reporter(index)
+    try:
+        return reporter.report()
+    finally:
+        reporter.close()
+
+
+@pytest.fixture
+def shares(monkeypatch):
+    """The shares forked, as lists of run names."""
+    made = []
+    fork = report_module.forked
+
+    def counted(work):
+        made.append([run.name for run in work.args[1]])
+        return fork(work)
+
+    monkeypatch.setattr(report_module, "forked", counted)
+    return made
+
+
+def test_shared_out_among_processes_the_report_is_the_one_of_the_whole_index(logdir, monkeypatch, shares):
+    monkeypatch.setattr(report_module, "processes", lambda: 2)
+    expected = reference(logdir)
+    assert expected["summary"]["collisions"] == 4 and expected["summary"]["warnings"] == 1
+    assert {r["checkpoint"]["path"].rsplit("/", 1)[-1] for r in expected["runs"]} == {
+        "model.safetensors",
+        "shared.safetensors",
+    }
+    assert scan(str(logdir)) == json.loads(json.dumps(expected))
+    assert len(shares) == 2 and sorted(sum(shares, [])) == [f"exp/run_{i}" for i in range(6)]
+
+
+def test_the_serialised_pieces_are_the_document_json_writes(logdir, monkeypatch, shares):
+    monkeypatch.setattr(report_module, "processes", lambda: 2)
+    pieces, head = scan_json(str(logdir))
+    assert "".join(pieces) == json.dumps(scan(str(logdir)))
+    assert head["runs"] == [] and head["summary"]["runs"] == 6
+    assert len(shares) == 4  # two scans, two shares each
+
+
+def test_a_child_that_fails_leaves_its_share_to_the_parent(logdir, monkeypatch, shares):
+    monkeypatch.setattr(report_module, "processes", lambda: 2)
+    parent = os.getpid()
+    dumps = parallel.pickle.dumps
+
+    def fail_in_child(*args, **kwargs):
+        if os.getpid() != parent:
+            raise RuntimeError("child fails")
+        return dumps(*args, **kwargs)
+
+    monkeypatch.setattr(parallel.pickle, "dumps", fail_in_child)
+    assert scan(str(logdir)) == json.loads(json.dumps(reference(logdir)))
+    assert len(shares) == 2
+
+
+def test_one_run_holding_most_bytes_is_read_by_every_process_rather_than_shared(logdir, monkeypatch, shares):
+    monkeypatch.setattr(report_module, "processes", lambda: 2)
+    big = logdir / "exp" / "run_5" / "events.out.tfevents.3.x"
+    write_events(str(big), [histogram_event(s, "big", np.linspace(0, 1, 2000)) for s in range(200)])
+    asked = []
+    read_runs = LogdirIndex.read_runs
+    monkeypatch.setattr(LogdirIndex, "read_runs", lambda self, runs, n=1: asked.append(n) or read_runs(self, runs, n))
+    assert scan(str(logdir)) == json.loads(json.dumps(reference(logdir)))
+    assert shares == []  # no share forked: runs do not share out evenly
+    assert set(asked) == {2}  # each run's files read by both processes (see read_files)
+
+
+def test_runs_are_held_one_at_a_time_and_each_checkpoint_until_its_last_run(logdir, monkeypatch):
+    monkeypatch.setattr(report_module, "processes", lambda: 1)
+    held = []
+    part = Reporter.part
+
+    def watched(self, run):
+        # While a run is reported: the runs whose values are still in memory, and the checkpoints open.
+        held.append(({r.name for r in self.index.runs.values() if any(f.series for f in r.files)}, set(self._read)))
+        return part(self, run)
+
+    monkeypatch.setattr(Reporter, "part", watched)
+    scan(str(logdir))
+    assert [len(runs) for runs, _ in held] == [1] * 6
+    own, shared = str(logdir / "exp" / "run_0" / "model.safetensors"), str(logdir / "exp" / "shared.safetensors")
+    # As each run is about to be reported: run_0's own checkpoint is closed once it was, the shared one opened
+    # for run_1 stays open for the runs after it.
+    assert [sorted(open_) for _, open_ in held] == [[], []] + [[shared]] * 4
+    assert own not in set().union(*(open_ for _, open_ in held))
