@@ -8,6 +8,7 @@ import logging
 import os
 import posixpath
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -373,10 +374,17 @@ def scan_parts(
         children = [(forked(functools.partial(_report_share, index, share, checkpoints, 1)), share) for share in shares]
         deadline = time.monotonic() + CHILD_SHARE_SECONDS
         parts = []
-        for (pid, pipe), share in children:
-            found = receive(pid, pipe, deadline)
-            # A child that failed or hung leaves its share to be done here.
-            parts += found if found is not None else _report_share(index, share, checkpoints, 1)
+        try:
+            while children:
+                (pid, pipe), share = children.pop(0)
+                found = receive(pid, pipe, deadline)  # reaps its child, whatever happens
+                # A child that failed or hung leaves its share to be done here.
+                parts += found if found is not None else _report_share(index, share, checkpoints, 1)
+        finally:
+            for (pid, pipe), _ in children:  # left by an error here (or Ctrl-C): stopped and reaped, not orphaned
+                os.close(pipe)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
         parts.sort(key=lambda part: part[0])
     warnings = index.warnings()  # directories that could not be listed, entries passed over
     report: Report = {

@@ -120,3 +120,21 @@ def test_runs_are_held_one_at_a_time_and_each_checkpoint_until_its_last_run(logd
     # for run_1 stays open for the runs after it.
     assert [sorted(open_) for _, open_ in held] == [[], []] + [[shared]] * 4
     assert own not in set().union(*(open_ for _, open_ in held))
+
+
+def test_an_error_while_gathering_stops_and_reaps_the_children_left(logdir, monkeypatch, shares):
+    monkeypatch.setattr(report_module, "processes", lambda: 3)
+    calls = []
+
+    def interrupted(pid, pipe, deadline):
+        calls.append(pid)
+        os.close(pipe)
+        os.waitpid(pid, 0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module, "receive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        scan(str(logdir))
+    assert len(shares) == 3 and len(calls) == 1
+    with pytest.raises(ChildProcessError):  # every child reaped: none left to wait for
+        os.wait()
