@@ -23,6 +23,7 @@ BLOCK = 1 << 20  # small enough to be reused from the heap: fresh pages cost mor
 MAX_RECORD = (1 << 31) - 1
 # What one read at a record's offset fetches: a histogram's whole record mostly, so one read, not two, per value.
 RECORD_GUESS = 16 << 10
+BOUNDARY_WINDOW = 1 << 16  # bytes searched per read for a record boundary: records are mostly far shorter
 
 _LENGTH = struct.Struct("<QI")
 _U64 = struct.Struct("<Q")
@@ -69,6 +70,7 @@ class RecordReader:
         self.damage: Damage | None = None
         self.tail = b""  # the last 4 bytes before `offset` (the last record's CRC): still there if the file is
         self.rewritten: Damage | None = None  # set by `blocks()` if the file no longer holds what was read of it
+        self._tail_before = b""  # `tail` before the block last handed out, for `mark_damaged` to go back to
         # The length CRC depends on the length alone, and records of one tag mostly share a length: compute each once.
         self._length_crcs: dict[int, int] = {}
 
@@ -84,6 +86,20 @@ class RecordReader:
             if self.rewritten is None and self.damage is None:
                 yield from self._blocks(source)
 
+    def range_blocks(self, start: int, end: int | None) -> Iterator[Block]:
+        """Like `blocks()`, but from `start` (a record boundary: the caller vouches for it) and only up to `end`
+        (None: as far as the file goes), without `blocks()`'s check that the file still holds what was read.
+
+        For one file read in segments at once (reading/parallel.py). A record crossing `end` is left pending, as
+        one cut short at the end of the file: the reader then stops short of `end`, which tells the caller that
+        `end` was no record boundary.
+        """
+        with PositionedReader(self.path) as source:
+            self.offset, self.pending, self.rewritten = start, 0, None
+            self.tail = source.read(start - FOOTER, FOOTER) if start else b""
+            if self.damage is None:
+                yield from self._blocks(source, end)
+
     def _rewritten(self, source: PositionedReader) -> Damage | None:
         """Whether the file still holds what was read of it: not if it is shorter than that, or if the last record
         read no longer ends where it did (another file moved in under the name, or the writer started over)."""
@@ -96,7 +112,7 @@ class RecordReader:
             return Damage(self.offset, "was overwritten: the last record read no longer ends where it did")
         return None
 
-    def _blocks(self, source: PositionedReader) -> Iterator[Block]:
+    def _blocks(self, source: PositionedReader, limit: int | None = None) -> Iterator[Block]:
         unpack_length = _U64.unpack_from
         buf = b""
         pos = 0  # position of the next record in buf
@@ -121,6 +137,7 @@ class RecordReader:
             if payloads:
                 block, bad = self._verify(buf, base, first, payloads)
                 if len(block.starts):
+                    self._tail_before = self.tail
                     self.offset = base + int(block.starts[-1] + block.lengths[-1]) + HEADER + FOOTER
                     self.tail = buf[self.offset - base - FOOTER : self.offset - base]
                     yield block
@@ -145,9 +162,9 @@ class RecordReader:
             # the new buffer behind them.
             base += pos
             pos = 0
-            want = max(BLOCK, need)
+            want = max(BLOCK, need) if limit is None else max(0, min(max(BLOCK, need), limit - base))
             buf = source.read(base, want)
-            eof = len(buf) < want
+            eof = len(buf) < want or (limit is not None and base + len(buf) >= limit)
         self.pending = base + len(buf) - self.offset
 
     def _length_crc(self, length: int) -> int:
@@ -181,10 +198,60 @@ class RecordReader:
             damage = (base + int(headers[at]), f"record of {int(lengths[at])} bytes fails its checksum")
         return Block(base, buf, headers[:at], lengths[:at], payloads[:at]), damage
 
-    def mark_damaged(self, offset: int, message: str) -> None:
-        """Stops the file at `offset`: nothing past damage is trusted."""
+    def mark_damaged(self, offset: int, message: str, block: Block | None = None) -> None:
+        """Stops the file at `offset`: nothing past damage is trusted.
+
+        Damage inside `block`, the block last handed out (a record that frames but is no event), moves the reader
+        back to it: `offset` then is where the last sound record ends, wherever the reads happened to fall.
+        """
         self.damage = Damage(offset, message)
         self.pending = 0
+        if block is not None and offset < self.offset:
+            at = offset - block.base
+            self.tail = block.data[at - FOOTER : at] if at >= FOOTER else self._tail_before
+            self.offset = offset
+
+
+def record_boundary(source: PositionedReader, cut: int, stop: int, size: int) -> int | None:
+    """The first offset in `[cut, stop)` where a record starts, by the look of it, in a file of `size` bytes: its
+    length and payload pass their CRCs, and so does the record after it, unless it ends the file. None if none does.
+
+    Where a file is cut in segments to be read at once (reading/parallel.py). Two records passing four CRCs by
+    chance is about 2^-128 a position, yet a boundary found so is still only believed once the sequential reading of
+    what precedes it ends exactly there.
+    """
+    at = cut
+    while at < stop:
+        window = source.read(at, min(BOUNDARY_WINDOW, stop - at) + HEADER - 1)
+        count = len(window) - HEADER + 1
+        if count <= 0:
+            return None
+        # The uint64 at every byte: only a length the rest of the file could hold is worth a CRC.
+        lengths = np.ndarray((count,), dtype="<u8", buffer=window, strides=(1,))
+        room = size - at - np.arange(count, dtype=np.int64) - (HEADER + FOOTER)
+        for p in np.flatnonzero((lengths <= MAX_RECORD) & (lengths.astype(np.int64) <= room)).tolist():
+            if masked_crc32c(window[p : p + 8]) != _CRC.unpack_from(window, p + 8)[0]:
+                continue
+            end = _record_end(source, at + p, size)
+            if end is not None and (end == size or _record_end(source, end, size) is not None):
+                return at + p
+        at += count
+    return None
+
+
+def _record_end(source: PositionedReader, offset: int, size: int) -> int | None:
+    """Where the record at `offset` ends, if one is there whose length and payload pass their CRCs."""
+    header = source.read(offset, HEADER)
+    if len(header) < HEADER:
+        return None
+    length, length_crc = _LENGTH.unpack(header)
+    end = offset + HEADER + length + FOOTER
+    if masked_crc32c(header[:8]) != length_crc or length > MAX_RECORD or end > size:
+        return None
+    body = source.read(offset + HEADER, length + FOOTER)
+    if len(body) < length + FOOTER or masked_crc32c(body[:length]) != _CRC.unpack_from(body, length)[0]:
+        return None
+    return end
 
 
 def _uint32_at(data: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ any lane can be decoded later on demand without holding histograms in memory. In
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,10 +245,61 @@ class EventFile:
         self.error = None
         return added
 
-    def _read(self) -> bool:
+    def read_range(self, start: int, end: int | None) -> bool:
+        """Reads the records from `start`, a record boundary, up to `end` (None: as far as the file goes), on top of
+        what was read so far; True if values were added. Without `reload()`'s check that the file was not
+        rewritten: for a file read in segments at once (reading/parallel.py), each into a fresh EventFile, the
+        segments then joined in file order with `extend`.
+        """
         added = False
         try:
-            for block in self.reader.blocks():
+            added = self._read(self.reader.range_blocks(start, end))
+        except READ_ERRORS as error:
+            self.error = f"could not be read ({error_reason(error)}); it is tried again at the next reload"
+            return added
+        self.error = None
+        return added
+
+    def extend(self, later: EventFile) -> None:
+        """Takes in what `later`, a fresh EventFile of the same file, read from where this one's reading ended: the
+        state one reading of both in turn leaves. The caller sees to it that `later` starts where this one ended
+        and that `plugins_agree(later)`.
+        """
+        ids = [self._tag_id(tag) for tag in later._tags]  # new tags in the order they first appear, as read in turn
+        for key, kind in later._kinds.items():
+            self._kinds.setdefault(key, -1 if kind < 0 else ids[kind])
+        for tag, plugin in later._plugins.items():
+            self._plugins.setdefault(tag, plugin)
+        for tag, s in later.series.items():
+            mine = self.series.get(tag)
+            if mine is None:
+                self.series[tag] = s
+            else:
+                mine.append(s.steps, s.wall_times, s.offsets, s.indices)
+        for skipped in later.skipped:
+            self._note_skipped(skipped)
+        self.skipped_more += later.skipped_more
+        if self.origin is None:
+            self.origin = later.origin
+        self.reader = later.reader
+
+    def plugins_agree(self, later: EventFile) -> bool:
+        """Whether `later` (see `extend`) took every tag this one knows for a histogram or not as this one did.
+
+        A TF2 writer names a value's plugin only at the first value of its tag in a file: a segment read on its
+        own does not know what the file said before, and one reading of both in turn would have sorted it otherwise.
+        """
+        mine = self._plugins
+        return all(
+            (mine[tag] == events.HISTOGRAMS_PLUGIN) == (plugin == events.HISTOGRAMS_PLUGIN)
+            for tag, plugin in later._plugins.items()
+            if tag in mine
+        )
+
+    def _read(self, blocks: Iterator[Block] | None = None) -> bool:
+        added = False
+        try:
+            for block in self.reader.blocks() if blocks is None else blocks:
                 added = self._index(block) or added
                 if self.reader.damage is not None:
                     break
@@ -279,6 +331,9 @@ class EventFile:
         # not shown before; from then on the key alone decides whether a value is a histogram, and of which tag.
         first_seen = [first for key, first in zip(keys, fast.key_first.tolist(), strict=True) if key not in kinds]
         slow: list[tuple[int, int, int, str, int, float]] = []  # (record, index, tag id, encoding, step, wall_time)
+        # Values left out, noted in file order once all are known: the warnings then do not depend on where reads
+        # fell, so a file read in segments warns as one read in one go.
+        skips: list[tuple[int, int, str, int, str]] = []  # (record, index, tag, step, problem)
         for record in sorted(np.flatnonzero(~fast.simple[:count]).tolist() + first_seen):
             event = events.parse_event(payloads[record])
             found = events.histogram_values(event, self._plugins)
@@ -292,7 +347,7 @@ class EventFile:
                     if problem is None:
                         slow.append((record, index, self._tag_id(tag), encoding, step, wall_time))
                     else:
-                        self._skip(block.base + int(block.starts[record]), tag, step, problem)
+                        skips.append((record, index, tag, step, problem))
         key_tags = np.array([kinds[key] for key in keys] + [-1], dtype=np.int64)
         tag_ids = key_tags[fast.key_of]  # key_of -1 (not simple) picks the trailing -1
         tag_ids[first_seen] = -1
@@ -310,11 +365,13 @@ class EventFile:
                 if problem is None:
                     keep[row] = True
                 else:
-                    offset = block.base + int(block.starts[record])
-                    self._skip(offset, self._tags[tag_ids[record]], int(fast.step[record]), problem)
+                    skips.append((record, 0, self._tags[tag_ids[record]], int(fast.step[record]), problem))
             fast_records = fast_records[keep]
+        for record, _, tag, step, problem in sorted(skips, key=lambda skip: skip[:2]):
+            self._skip(block.base + int(block.starts[record]), tag, step, problem)
         if count < len(block.payloads):
-            self.reader.mark_damaged(block.base + int(block.starts[count]), "record does not parse as an event")
+            offset = block.base + int(block.starts[count])
+            self.reader.mark_damaged(offset, "record does not parse as an event", block)
         if not len(fast_records) and not slow:
             return False
         self._append(block, fast, fast_records, tag_ids[fast_records], slow)
@@ -322,9 +379,12 @@ class EventFile:
 
     def _skip(self, offset: int, tag: str, step: int, problem: str) -> None:
         """Notes a value left out of the index: a warning for each of the first few of a file, then a count."""
+        message = f"histogram of tag {tag!r} at step {step} skipped: {problem}"
+        self._note_skipped({"file": self.path, "offset": offset, "message": message})
+
+    def _note_skipped(self, skipped: ReportWarning) -> None:
         if len(self.skipped) < SKIPPED_SHOWN:
-            message = f"histogram of tag {tag!r} at step {step} skipped: {problem}"
-            self.skipped.append({"file": self.path, "offset": offset, "message": message})
+            self.skipped.append(skipped)
         else:
             self.skipped_more += 1
 
