@@ -116,7 +116,7 @@ def in_segments(path: Path, starts: list[int]) -> tuple[bool, dict]:
     for start, end in zip(starts, [*starts[1:], None], strict=True):
         units[0, start, end] = 0
         segment = EventFile(str(path))
-        added = segment.read_range(start, end)
+        added = segment.read_range(start, end, alone=True)
         received = EventFile(str(path))
         received.restore(pickle.loads(pickle.dumps(segment.snapshot())))
         results[0, start, end] = (added, received)
@@ -240,9 +240,17 @@ def forks(monkeypatch):
 
 
 @pytest.mark.parametrize("processes", [2, 3])
-def test_read_files_reads_one_large_file_in_a_segment_per_process(tmp_path, forks, processes):
+def test_read_files_reads_one_large_file_in_a_segment_per_process(tmp_path, forks, monkeypatch, processes):
     path = tmp_path / NAME
     write(path, mixed_events(steps=40))
+    reads = []  # the parent's: its own segment (alone) and any read in turn after a segment was refused
+    read_range = EventFile.read_range
+
+    def counted(self, start, end, alone=False):
+        reads.append(alone)
+        return read_range(self, start, end, alone)
+
+    monkeypatch.setattr(EventFile, "read_range", counted)
     f = EventFile(str(path))
     assert parallel.read_files([f], processes) == [sequential(path)[0]]
     assert state(f) == sequential(path)[1]
@@ -250,6 +258,8 @@ def test_read_files_reads_one_large_file_in_a_segment_per_process(tmp_path, fork
     units = [unit for share in forks for unit in share]
     assert all(start is not None for _, start, _ in units)  # segments, not the whole file
     assert len(units) == processes - 1  # the parent read the remaining segment
+    # Every segment was taken in: the plugins guessed for TF2 values that name none were right.
+    assert reads == [True]
 
 
 def test_a_failed_segment_reader_leaves_its_segment_to_the_parent(tmp_path, forks, monkeypatch):
@@ -335,3 +345,21 @@ def test_any_stream_any_cuts_any_damage_read_in_segments_is_read_in_turn(tmp_pat
     size = path.stat().st_size
     starts = boundaries(path, [int(cut * size) for cut in cuts])
     assert in_segments(path, starts) == sequential(path)
+
+
+def test_a_wrong_guess_of_a_plugin_sends_the_segment_back_to_be_read_in_turn(tmp_path):
+    """A `[k, 3]` tensor naming no plugin, of a tag the file never named: read in turn it is no histogram (TF2 named
+    none), read alone it is guessed one; the join must see that and read the segment in turn."""
+    rng = np.random.default_rng(0)
+    events = mixed_events(steps=6)
+    events += [without_metadata(histogram_event(step, "never/named", rng.normal(size=9))) for step in range(6)]
+    path = tmp_path / NAME
+    data = write(path, events)
+    starts = boundaries(path, [data.find(b"never/named") - 60])
+    assert len(starts) == 2
+    segment = EventFile(str(path))
+    segment.read_range(starts[1], None, alone=True)
+    assert "never/named" in segment.series  # guessed
+    together = in_segments(path, starts)
+    assert together == sequential(path)
+    assert "never/named" not in dict((tag, s) for tag, *s in together[1]["series"])

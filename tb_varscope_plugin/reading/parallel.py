@@ -130,7 +130,7 @@ def _read_unit(files: list[EventFile], unit: Unit) -> tuple[bool, EventFile]:
     if start is None:
         return files[i].reload(), files[i]
     segment = EventFile(files[i].path)
-    return segment.read_range(start, end), segment
+    return segment.read_range(start, end, alone=True), segment
 
 
 def _join(f: EventFile, units: dict[Unit, int], results: dict[Unit, tuple[bool, EventFile]], i: int) -> bool:

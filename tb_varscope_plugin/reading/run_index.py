@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from tensorboard.compat.proto import summary_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_varscope_plugin.filesystem import READ_ERRORS, PositionedReader, error_reason
 from tb_varscope_plugin.reading import events, fast_path
@@ -197,6 +197,8 @@ class EventFile:
         self.origin: events.Origin | None = None  # what the file's first event says of its writer, once read
         # The file's version (see `filesystem.Entry`) as found before it was last read to its end, None if unknown.
         self.read_version: tuple | None = None
+        # Read as a segment on its own (`read_range`): the tags whose plugin was guessed, else None.
+        self._guessed: set[str] | None = None
 
     # What reading changes: a forked reader sends exactly this back, and the parent restores it.
     STATE = (
@@ -211,6 +213,7 @@ class EventFile:
         "skipped_more",
         "restarted",
         "origin",
+        "_guessed",
         "_staged",  # empty whenever a reload has ended
     )
 
@@ -245,12 +248,18 @@ class EventFile:
         self.error = None
         return added
 
-    def read_range(self, start: int, end: int | None) -> bool:
+    def read_range(self, start: int, end: int | None, alone: bool = False) -> bool:
         """Reads the records from `start`, a record boundary, up to `end` (None: as far as the file goes), on top of
         what was read so far; True if values were added. Without `reload()`'s check that the file was not
         rewritten: for a file read in segments at once (reading/parallel.py), each into a fresh EventFile, the
         segments then joined in file order with `extend`.
+
+        `alone`: this EventFile holds nothing of what precedes `start`. A TF2 writer names a value's plugin only
+        with the first value of its tag in the file, so a tensor value naming none, of a tag not seen yet, is
+        guessed to be a histogram by its `[k, 3]` shape; `plugins_agree` later checks each guess.
         """
+        if alone and start:
+            self._guessed = set()
         added = False
         try:
             added = self._read(self.reader.range_blocks(start, end))
@@ -268,8 +277,9 @@ class EventFile:
         ids = [self._tag_id(tag) for tag in later._tags]  # new tags in the order they first appear, as read in turn
         for key, kind in later._kinds.items():
             self._kinds.setdefault(key, -1 if kind < 0 else ids[kind])
+        guessed = later._guessed or set()
         for tag, plugin in later._plugins.items():
-            self._plugins.setdefault(tag, plugin)
+            self._plugins.setdefault(tag, "" if tag in guessed else plugin)  # a guess was of a value naming none
         for tag, s in later.series.items():
             mine = self.series.get(tag)
             if mine is None:
@@ -290,11 +300,27 @@ class EventFile:
         own does not know what the file said before, and one reading of both in turn would have sorted it otherwise.
         """
         mine = self._plugins
-        return all(
-            (mine[tag] == events.HISTOGRAMS_PLUGIN) == (plugin == events.HISTOGRAMS_PLUGIN)
-            for tag, plugin in later._plugins.items()
-            if tag in mine
-        )
+        guessed = later._guessed or set()
+        for tag, plugin in later._plugins.items():
+            known = mine.get(tag, "" if tag in guessed else plugin)  # what reading in turn would have taken
+            if (known == events.HISTOGRAMS_PLUGIN) != (plugin == events.HISTOGRAMS_PLUGIN):
+                return False
+        return True
+
+    def _guess_plugins(self, event: event_pb2.Event, guessed: set[str]) -> None:
+        """Guesses the plugin of each tensor value of `event` that names none, of a tag not seen yet (see
+        `read_range`): histograms for a `[k, 3]` tensor, none else."""
+        for value in event.summary.value:
+            tag = value.tag
+            if (
+                value.HasField(events.TENSOR)
+                and tag not in self._plugins
+                and not value.metadata.plugin_data.plugin_name
+            ):
+                dims = value.tensor.tensor_shape.dim
+                histogram = len(dims) == 2 and dims[1].size == 3
+                self._plugins[tag] = events.HISTOGRAMS_PLUGIN if histogram else ""
+                guessed.add(tag)
 
     def _read(self, blocks: Iterator[Block] | None = None) -> bool:
         added = False
@@ -336,6 +362,8 @@ class EventFile:
         skips: list[tuple[int, int, str, int, str]] = []  # (record, index, tag, step, problem)
         for record in sorted(np.flatnonzero(~fast.simple[:count]).tolist() + first_seen):
             event = events.parse_event(payloads[record])
+            if self._guessed is not None:
+                self._guess_plugins(event, self._guessed)
             found = events.histogram_values(event, self._plugins)
             if fast.simple[record]:
                 kinds[keys[fast.key_of[record]]] = -1 if found is None else self._tag_id(found[2][0][1])
