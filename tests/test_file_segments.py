@@ -296,6 +296,8 @@ def test_files_of_a_size_are_read_whole_and_a_file_read_before_goes_on_as_reload
     parallel.read_files(files, 2)
     assert all(start is None for share in forks for _, start, _ in share)
     assert state(files[0]) == sequential(paths[0])[1]
+    # Nothing left to read: nothing is added, nothing is cut.
+    assert parallel.read_files(files, 2) == [False, False]
 
 
 def test_the_live_reader_path_is_untouched_by_segments(tmp_path, forks):

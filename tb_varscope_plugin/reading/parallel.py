@@ -99,7 +99,7 @@ def _units(files: list[EventFile], unread: list[int], processes: int) -> dict[Un
     total = sum(unread)
     units: dict[Unit, int] = {}
     for i, f in enumerate(files):
-        pieces = min(processes, -(-unread[i] * processes // total))
+        pieces = min(processes, -(-unread[i] * processes // total)) if total else 1
         if pieces > 1 and unread[i] >= SEGMENT_MIN_BYTES and f.reader.offset == 0 and f.reader.damage is None:
             starts = _segment_starts(f.path, unread[i], pieces)
             for start, end in zip(starts, [*starts[1:], None], strict=True):
