@@ -75,3 +75,17 @@ def test_histograms_open_each_event_file_once_and_serve_what_respond_would(tmp_p
     assert len(opened) == 1  # forty values, one handle
     assert response.get_json() == plugin.histograms_impl("train", "kernel", "1")
     assert len(response.get_json()) == 40
+
+
+def test_json_is_what_respond_would_send_with_and_without_non_finite_numbers(monkeypatch):
+    """Cleanse is skipped where every number is finite, and the bytes stay Respond's in both cases."""
+    from tensorboard.backend import json_util
+
+    walked = []
+    real = json_util.Cleanse
+    monkeypatch.setattr(json_util, "Cleanse", lambda value, *a: walked.append(value) or real(value, *a))
+    finite = {"runs": [{"confidence": 0.5, "tag": "dénse"}], "n": [1, 2.5]}
+    assert plugin_module._json(finite) == json.dumps(finite).encode("ascii") and walked == []
+    broken = [[1.0, 2, [[0.0, 1.0, float("nan")], [1.0, float("inf"), 2.0]]]]
+    assert json.loads(plugin_module._json(broken)) == [[1.0, 2, [[0.0, 1.0, "NaN"], [1.0, "Infinity", 2.0]]]]
+    assert walked[0] is broken  # (Cleanse recurses through its module name: each level is counted)

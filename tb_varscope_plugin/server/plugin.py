@@ -145,20 +145,14 @@ class VarScopePlugin(base_plugin.TBPlugin):
         report = self.report_impl()
         serialised = self._serialised
         if serialised is None or serialised.report is not report:
-            # As `http_util.Respond` serialises a dict: NaN and infinities as strings, ASCII only.
-            body = json.dumps(json_util.Cleanse(report)).encode("ascii")
+            body = _json(report)
             etag = hashlib.blake2b(body, digest_size=16).hexdigest()
             serialised = self._serialised = SerialisedReport(report, etag, _gzip(body))
         return serialised
 
     def histograms_answer(self, run: str | None, tag: str | None, lane: str | None) -> Answer:
-        """`histograms_impl` as JSON. Finite numbers only (all but a broken writer's) are serialised as they are:
-        `json_util.Cleanse`, which `http_util.Respond` would run over every number, changes nothing in them."""
-        values = self.histograms_impl(run, tag, lane)
-        try:
-            return Answer(json.dumps(values, allow_nan=False).encode("ascii"), "application/json")
-        except ValueError:  # a NaN or an infinity: Respond cleanses them into strings, as TensorBoard serves them
-            return Answer(values, "application/json")
+        """`histograms_impl` as JSON (see `_json`)."""
+        return Answer(_json(self.histograms_impl(run, tag, lane)), "application/json")
 
     def histograms_impl(self, run: str | None, tag: str | None, lane: str | None) -> list:
         """`[[wall_time, step, [[left, right, count], ...]], ...]` of one lane of a tag, one entry per step.
@@ -220,6 +214,16 @@ class SerialisedReport:
     report: Report
     etag: str
     gzipped: bytes
+
+
+def _json(value: object) -> bytes:
+    """`value` as `http_util.Respond` serialises it: NaN and infinities as strings, ASCII only. Where every number
+    is finite (all but a broken writer's), `json_util.Cleanse` would change nothing, and its walk over every number
+    costs four times the serialisation (0.17 s for the report of 1,000 runs), so it is skipped."""
+    try:
+        return json.dumps(value, allow_nan=False).encode("ascii")
+    except ValueError:  # a NaN or an infinity
+        return json.dumps(json_util.Cleanse(value)).encode("ascii")
 
 
 def _gzip(data: bytes) -> bytes:
