@@ -8,9 +8,7 @@ import logging
 import os
 import posixpath
 import re
-import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -26,7 +24,7 @@ from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 from tb_varscope_plugin.filesystem import READ_ERRORS, is_local, mtime
 from tb_varscope_plugin.reading.events import BadValue
 from tb_varscope_plugin.reading.logdir import LogdirIndex
-from tb_varscope_plugin.reading.parallel import FORK_MIN_BYTES, forked, receive
+from tb_varscope_plugin.reading.parallel import FORK_MIN_BYTES, forked, receive_all
 from tb_varscope_plugin.reading.records import NoRecord
 from tb_varscope_plugin.reading.run_index import RunIndex
 from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, ReportWarning, RunReport
@@ -35,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 # Runs are shared out among processes only when no process gets more than this many times its even share of bytes.
 UNEVEN = 1.25
-# A child silent this long past the start of a scan is stuck (a scan reads a few hundred MB a second per process);
-# it is killed and its share done by the parent, which a stuck child would otherwise hold up for good.
+# Until a first share's child has answered, one silent this long past the start of a scan is taken as stuck (a scan
+# reads a few hundred MB a second per process): it is killed and its share done by the parent.
 CHILD_SHARE_SECONDS = 3600.0
 
 
@@ -371,20 +369,11 @@ def scan_parts(
     else:
         # Every share to a child, this process only gathering: it holds no values of its own, so the largest
         # process of the scan is the largest share's, not the whole document's plus a share.
-        children = [(forked(functools.partial(_report_share, index, share, checkpoints, 1)), share) for share in shares]
-        deadline = time.monotonic() + CHILD_SHARE_SECONDS
+        children = [forked(functools.partial(_report_share, index, share, checkpoints, 1)) for share in shares]
         parts = []
-        try:
-            while children:
-                (pid, pipe), share = children.pop(0)
-                found = receive(pid, pipe, deadline)  # reaps its child, whatever happens
-                # A child that failed or hung leaves its share to be done here.
-                parts += found if found is not None else _report_share(index, share, checkpoints, 1)
-        finally:
-            for (pid, pipe), _ in children:  # left by an error here (or Ctrl-C): stopped and reaped, not orphaned
-                os.close(pipe)
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+        for found, share in zip(receive_all(children, CHILD_SHARE_SECONDS), shares, strict=True):
+            # A child that failed or was stuck leaves its share to be done here.
+            parts += found if found is not None else _report_share(index, share, checkpoints, 1)
         parts.sort(key=lambda part: part[0])
     warnings = index.warnings()  # directories that could not be listed, entries passed over
     report: Report = {

@@ -168,7 +168,7 @@ def _unread_bytes(f: EventFile) -> int:
 def receive(pid: int, pipe: int, deadline: float) -> Any:
     """What a forked child pickled into `pipe`, or None if it failed, died before it had said everything, or was
     still silent at `deadline` (then it is killed). The child is reaped either way."""
-    chunks = []
+    chunks: list[bytes] = []
     try:
         while True:
             ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
@@ -182,6 +182,45 @@ def receive(pid: int, pipe: int, deadline: float) -> Any:
     finally:
         os.close(pipe)
         _, status = os.waitpid(pid, 0)
+    return _unpickled(status, chunks)
+
+
+def receive_all(children: list[tuple[int, int]], timeout: float) -> list[Any]:
+    """What each of `children` (`(pid, pipe)` from `forked`) pickled, listening to all at once, None for each that
+    failed or was stuck. Children given equal work finish close together: one still silent long after the first
+    answered (see CHILD_GRACE_SECONDS), or `timeout` seconds after the start, is killed. All are reaped, whatever
+    happens here (an error, Ctrl-C)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    chunks: dict[int, list[bytes]] = {pipe: [] for _, pipe in children}
+    pids = {pipe: pid for pid, pipe in children}
+    found: dict[int, Any] = {}
+    try:
+        while len(found) < len(children):
+            waiting = [pipe for pipe in chunks if pipe not in found]
+            ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            for pipe in ready:
+                chunk = os.read(pipe, 1 << 20)
+                if chunk:
+                    chunks[pipe].append(chunk)
+                    continue
+                os.close(pipe)
+                _, status = os.waitpid(pids[pipe], 0)
+                found[pipe] = _unpickled(status, chunks.pop(pipe))
+                if len(found) == 1:
+                    now = time.monotonic()
+                    deadline = min(deadline, now + CHILD_GRACE_SECONDS + CHILD_SLOWDOWN * (now - started))
+    finally:
+        for pipe in [pipe for pipe in chunks if pipe not in found]:
+            os.close(pipe)
+            os.kill(pids[pipe], signal.SIGKILL)
+            os.waitpid(pids[pipe], 0)
+    return [found.get(pipe) for _, pipe in children]
+
+
+def _unpickled(status: int, chunks: list[bytes]) -> Any:
     if status != 0:
         return None
     try:
