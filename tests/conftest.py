@@ -8,6 +8,7 @@ subdirectory each, safe to modify.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -115,3 +116,19 @@ def logdir_of(scenario: ScenarioCache, tmp_path: Path) -> Callable[..., Path]:
         return logdir
 
     return build
+
+
+@pytest.fixture
+def failing_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every forked reader fails before it can send anything back (its pickling raises), as a crashing child would."""
+    from tb_varscope_plugin.reading import parallel
+
+    parent = os.getpid()
+    dumps = parallel.pickle.dumps
+
+    def fail_in_child(*args, **kwargs):
+        if os.getpid() != parent:
+            raise RuntimeError("child fails")
+        return dumps(*args, **kwargs)
+
+    monkeypatch.setattr(parallel.pickle, "dumps", fail_in_child)

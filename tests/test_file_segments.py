@@ -262,16 +262,7 @@ def test_read_files_reads_one_large_file_in_a_segment_per_process(tmp_path, fork
     assert reads == [True]
 
 
-def test_a_failed_segment_reader_leaves_its_segment_to_the_parent(tmp_path, forks, monkeypatch):
-    parent = os.getpid()
-    dumps = parallel.pickle.dumps
-
-    def fail_in_child(*args, **kwargs):
-        if os.getpid() != parent:
-            raise RuntimeError("child fails")
-        return dumps(*args, **kwargs)
-
-    monkeypatch.setattr(parallel.pickle, "dumps", fail_in_child)
+def test_a_failed_segment_reader_leaves_its_segment_to_the_parent(tmp_path, forks, failing_children):
     path = tmp_path / NAME
     write(path, mixed_events(steps=20))
     f = EventFile(str(path))

@@ -75,16 +75,7 @@ def test_forked_reading_gives_the_same_index(logdir, forks):
     assert state(forked) == state(alone)
 
 
-def test_a_child_that_fails_leaves_its_share_to_the_parent(logdir, monkeypatch, forks):
-    parent = os.getpid()
-    dumps = parallel.pickle.dumps
-
-    def fail_in_child(*args, **kwargs):
-        if os.getpid() != parent:
-            raise RuntimeError("child fails")
-        return dumps(*args, **kwargs)
-
-    monkeypatch.setattr(parallel.pickle, "dumps", fail_in_child)
+def test_a_child_that_fails_leaves_its_share_to_the_parent(logdir, forks, failing_children):
     assert state(read(logdir, 2)) == state(read(logdir, 1))
     assert len(forks) == 1
 
