@@ -5,9 +5,11 @@ Reading goes through TensorBoard's filesystem layer, so local, S3 and fsspec log
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 import google_crc32c
 import numpy as np
@@ -71,8 +73,6 @@ class RecordReader:
         self.tail = b""  # the last 4 bytes before `offset` (the last record's CRC): still there if the file is
         self.rewritten: Damage | None = None  # set by `blocks()` if the file no longer holds what was read of it
         self._tail_before = b""  # `tail` before the block last handed out, for `mark_damaged` to go back to
-        # The length CRC depends on the length alone, and records of one tag mostly share a length: compute each once.
-        self._length_crcs: dict[int, int] = {}
 
     def blocks(self) -> Iterator[Block]:
         """Yields the complete records after `self.offset` a buffer at a time, advancing it past each block.
@@ -113,49 +113,25 @@ class RecordReader:
         return None
 
     def _blocks(self, source: PositionedReader, limit: int | None = None) -> Iterator[Block]:
-        unpack_length = _U64.unpack_from
         buf = b""
         pos = 0  # position of the next record in buf
         base = self.offset  # file offset of buf[0]
         eof = False
         need = HEADER
         while True:
-            end = len(buf)
             first = pos
-            # The walk from record to record is sequential, so it does no more per record than a Python loop must;
-            # CRCs are computed and compared, and offsets derived, for the whole buffer at once afterwards.
-            payloads: list[bytes] = []
-            add_payload = payloads.append
-            last_header = end - HEADER
-            last_stop = end - FOOTER
-            while pos <= last_header:
-                stop = pos + HEADER + unpack_length(buf, pos)[0]
-                if stop > last_stop:
-                    break
-                add_payload(buf[pos + HEADER : stop])
-                pos = stop + FOOTER
+            payloads, pos = _walk(buf, pos)
             if payloads:
-                block, bad = self._verify(buf, base, first, payloads)
-                if len(block.starts):
-                    self._tail_before = self.tail
-                    self.offset = base + int(block.starts[-1] + block.lengths[-1]) + HEADER + FOOTER
-                    self.tail = buf[self.offset - base - FOOTER : self.offset - base]
+                block, bad = verify_all([Walked(buf, base, first, payloads, pos)])[0]
+                if self._take(block) is not None:
                     yield block
                 if bad is not None:
                     self.mark_damaged(*bad)
                     return
-            if end - pos >= HEADER:
-                # A record whose header is here but whose body is not (yet): its length must still check out.
-                length = unpack_length(buf, pos)[0]
-                if self._length_crc(length) != _CRC.unpack_from(buf, pos + 8)[0]:
-                    self.mark_damaged(base + pos, "record length fails its checksum")
-                    return
-                if length > MAX_RECORD:
-                    self.mark_damaged(base + pos, f"record length {length} is past the {MAX_RECORD}-byte limit")
-                    return
-                need = HEADER + length + FOOTER
-            else:
-                need = HEADER
+            length = self._unfinished_length(buf, pos, base)
+            if length is None:
+                return
+            need = HEADER + length + FOOTER if length >= 0 else HEADER
             if eof or (need > BLOCK and base + pos + need > source.size()):
                 break  # a record the file does not hold all of yet: left for a later call
             # The next read starts at the unfinished record: reading its few bytes again is cheaper than copying
@@ -167,36 +143,57 @@ class RecordReader:
             eof = len(buf) < want or (limit is not None and base + len(buf) >= limit)
         self.pending = base + len(buf) - self.offset
 
-    def _length_crc(self, length: int) -> int:
-        crc = self._length_crcs.get(length)
-        if crc is None:
-            crc = self._length_crcs[length] = masked_crc32c(_U64.pack(length))
-        return crc
+    def read_small(self) -> Walked | None:
+        """What `blocks()` reads, where that is a single read buffer holding all the file has past `offset` (a
+        small file, or a small increment): its records walked, to be checked (with other files' at once, see
+        `verify_all`), then handed to `take` and `finish`. None, with nothing changed, where `blocks()` would do
+        otherwise: the file is damaged or was rewritten, or holds more than a buffer. Raises what reading raises.
+        """
+        with PositionedReader(self.path) as source:
+            if self.damage is not None or self._rewritten(source) is not None:
+                return None
+            buf = source.read(self.offset, BLOCK)
+        if len(buf) >= BLOCK:
+            return None
+        self.rewritten = None
+        payloads, pos = _walk(buf, 0)
+        return Walked(buf, self.offset, 0, payloads, pos)
 
-    def _verify(self, buf: bytes, base: int, first: int, payloads: list[bytes]) -> tuple[Block, tuple[int, str] | None]:
-        """The records walked from `first`, up to the first that fails a check, and that one's damage
-        `(offset, message)`."""
-        count = len(payloads)
-        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=count)
-        headers = np.empty(count, dtype=np.int64)
-        headers[0] = first
-        np.cumsum(lengths[:-1] + (HEADER + FOOTER), out=headers[1:])
-        headers[1:] += first
-        data = np.frombuffer(buf, dtype=np.uint8)
-        distinct, which = np.unique(lengths, return_inverse=True)
-        length_crcs = np.array([self._length_crc(n) for n in distinct.tolist()], dtype=np.uint32)[which]
-        crc = np.fromiter(map(google_crc32c.value, payloads), dtype=np.uint32, count=count)
-        masked = ((crc >> 15) | (crc << 17)) + np.uint32(_MASK_DELTA)  # uint32 wraps as the & 0xFFFFFFFF did
-        length_bad = length_crcs != _uint32_at(data, headers + 8)
-        bad = length_bad | (masked != _uint32_at(data, headers + HEADER + lengths))
-        if not bad.any():
-            return Block(base, buf, headers, lengths, payloads), None
-        at = int(bad.argmax())
-        if length_bad[at]:
-            damage = (base + int(headers[at]), "record length fails its checksum")
-        else:
-            damage = (base + int(headers[at]), f"record of {int(lengths[at])} bytes fails its checksum")
-        return Block(base, buf, headers[:at], lengths[:at], payloads[:at]), damage
+    def take(self, walked: Walked, checked: tuple[Block, tuple[int, str] | None] | None) -> Block | None:
+        """Moves past the sound records of `walked` (`read_small`), `checked` by `verify_all` (None: it held no
+        whole record), as `blocks()` does before handing out its block; that block, or None if it holds none."""
+        return None if checked is None else self._take(checked[0])
+
+    def finish(self, walked: Walked, checked: tuple[Block, tuple[int, str] | None] | None) -> None:
+        """What `blocks()` does once its block of `walked` was taken in: notes damage, or what is left pending.
+        Not called where indexing the block found damage, as `blocks()` is not resumed then."""
+        if checked is not None and checked[1] is not None:
+            self.mark_damaged(*checked[1])
+            return
+        if self._unfinished_length(walked.buf, walked.pos, walked.base) is not None:
+            self.pending = walked.base + len(walked.buf) - self.offset
+
+    def _take(self, block: Block) -> Block | None:
+        if not len(block.starts):
+            return None
+        self._tail_before = self.tail
+        self.offset = block.base + int(block.starts[-1] + block.lengths[-1]) + HEADER + FOOTER
+        self.tail = block.data[self.offset - block.base - FOOTER : self.offset - block.base]
+        return block
+
+    def _unfinished_length(self, buf: bytes, pos: int, base: int) -> int | None:
+        """The length of the record at `pos` whose header is in `buf` but whose body is not (yet), -1 if not even
+        its header is; None where that length fails its checks: the file is marked damaged there."""
+        if len(buf) - pos < HEADER:
+            return -1
+        length = _U64.unpack_from(buf, pos)[0]
+        if _length_crc(length) != _CRC.unpack_from(buf, pos + 8)[0]:
+            self.mark_damaged(base + pos, "record length fails its checksum")
+            return None
+        if length > MAX_RECORD:
+            self.mark_damaged(base + pos, f"record length {length} is past the {MAX_RECORD}-byte limit")
+            return None
+        return length
 
     def mark_damaged(self, offset: int, message: str, block: Block | None = None) -> None:
         """Stops the file at `offset`: nothing past damage is trusted.
@@ -210,6 +207,85 @@ class RecordReader:
             at = offset - block.base
             self.tail = block.data[at - FOOTER : at] if at >= FOOTER else self._tail_before
             self.offset = offset
+
+
+@dataclass(frozen=True)
+class Walked:
+    """Records of one read buffer walked from record to record by their lengths, not yet checked."""
+
+    buf: bytes
+    base: int  # file offset of buf[0]
+    first: int  # where the first record starts in buf
+    payloads: list[bytes]
+    pos: int  # where the walk stopped: the first record not whole in buf
+
+
+def _walk(buf: bytes, pos: int) -> tuple[list[bytes], int]:
+    """The payloads of the records from `pos` that `buf` holds whole, and where the first one it does not starts.
+
+    The walk from record to record is sequential, so it does no more per record than a Python loop must; CRCs are
+    computed and compared, and offsets derived, for whole buffers at once afterwards (`verify_all`)."""
+    unpack_length = _U64.unpack_from
+    payloads: list[bytes] = []
+    add_payload = payloads.append
+    last_header = len(buf) - HEADER
+    last_stop = len(buf) - FOOTER
+    while pos <= last_header:
+        stop = pos + HEADER + unpack_length(buf, pos)[0]
+        if stop > last_stop:
+            break
+        add_payload(buf[pos + HEADER : stop])
+        pos = stop + FOOTER
+    return payloads, pos
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _length_crc(length: int) -> int:
+    # The length CRC depends on the length alone, and records of one tag mostly share a length: each computed once.
+    return masked_crc32c(_U64.pack(length))
+
+
+def verify_all(walks: list[Walked], joined: bytes | None = None) -> list[tuple[Block, tuple[int, str] | None]]:
+    """For each of `walks` (each holding records), its records up to the first that fails a check, as a Block, and
+    that one's damage `(offset, message)`: the numpy work done once for all, so many small files cost about what
+    one buffer of the same records does. `joined`: the walks' buffers joined, if the caller has them so."""
+    counts = [len(walk.payloads) for walk in walks]
+    total = sum(counts)
+    payloads = walks[0].payloads if len(walks) == 1 else list(chain.from_iterable(w.payloads for w in walks))
+    lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=total)
+    crc = np.fromiter(map(google_crc32c.value, payloads), dtype=np.uint32, count=total)
+    buffers = [walk.buf for walk in walks]
+    if joined is None:
+        joined = buffers[0] if len(walks) == 1 else b"".join(buffers)
+    data = np.frombuffer(joined, dtype=np.uint8)
+    firsts = np.cumsum([0, *counts[:-1]])  # each walk's first record
+    bases = np.cumsum([0, *map(len, buffers[:-1])])  # where each walk's buffer starts in data
+    # Where each record's header starts in its own buffer, then in data.
+    headers = np.empty(total, dtype=np.int64)
+    headers[0] = 0
+    np.cumsum(lengths[:-1] + (HEADER + FOOTER), out=headers[1:])
+    headers += np.repeat(np.array([walk.first for walk in walks]) - headers[firsts], counts)
+    at = headers + np.repeat(bases, counts)
+    distinct, which = np.unique(lengths, return_inverse=True)
+    length_crcs = np.array([_length_crc(n) for n in distinct.tolist()], dtype=np.uint32)[which]
+    masked = ((crc >> 15) | (crc << 17)) + np.uint32(_MASK_DELTA)  # uint32 wraps as the & 0xFFFFFFFF did
+    length_bad = length_crcs != _uint32_at(data, at + 8)
+    bad = np.flatnonzero(length_bad | (masked != _uint32_at(data, at + HEADER + lengths)))
+    first_bad = np.append(bad, total)[np.searchsorted(bad, firsts)].tolist()
+    checked: list[tuple[Block, tuple[int, str] | None]] = []
+    for walk, start, count, stop in zip(walks, firsts.tolist(), counts, first_bad, strict=True):
+        if stop >= start + count:
+            stop = start + count
+            checked.append((Block(walk.base, walk.buf, headers[start:stop], lengths[start:stop], walk.payloads), None))
+            continue
+        offset = walk.base + int(headers[stop])
+        if length_bad[stop]:
+            damage = (offset, "record length fails its checksum")
+        else:
+            damage = (offset, f"record of {int(lengths[stop])} bytes fails its checksum")
+        block = Block(walk.base, walk.buf, headers[start:stop], lengths[start:stop], walk.payloads[: stop - start])
+        checked.append((block, damage))
+    return checked
 
 
 def record_boundary(source: PositionedReader, cut: int, stop: int, size: int) -> int | None:

@@ -16,11 +16,13 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_varscope_plugin.filesystem import READ_ERRORS, PositionedReader, error_reason
 from tb_varscope_plugin.reading import events, fast_path
-from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, read_record_at
+from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, Walked, read_record_at, verify_all
 from tb_varscope_plugin.schema import ReportWarning
 
 # Values a reload stages before appending them to their series (about 40 bytes each while staged).
 STAGED_VALUES = 1 << 18
+# What one batch of files read together (`reload_files`) holds at most: their buffers are joined into one.
+BATCH_BYTES = 8 << 20
 # A file's values that do not decode are each a warning up to this many; past it they are counted, not listed.
 SKIPPED_SHOWN = 10
 # Event files gone from a run's directory are each a warning, the latest this many.
@@ -68,11 +70,20 @@ class Series:
             return np.zeros(self._size, dtype=np.uint32)
         return self._indices[: self._size]
 
-    def append(self, steps: np.ndarray, wall_times: np.ndarray, offsets: np.ndarray, indices: np.ndarray) -> None:
-        """Adds values at the end, in write order."""
+    def append(
+        self,
+        steps: np.ndarray,
+        wall_times: np.ndarray,
+        offsets: np.ndarray,
+        indices: np.ndarray,
+        bounds: tuple[int, int, int, bool] | None = None,
+    ) -> None:
+        """Adds values at the end, in write order. `bounds`, where the caller worked them out for many series at
+        once: the least and the greatest step, the greatest offset, and whether any index is not 0."""
         n, size = len(steps), self._size
-        step_type = _widest(self._rows.dtype["step"], steps, np.int32)
-        offset_type = _widest(self._rows.dtype["offset"], offsets, np.uint32)
+        steps_span, offsets_span = (None, None) if bounds is None else ((bounds[0], bounds[1]), (0, bounds[2]))
+        step_type = _widest(self._rows.dtype["step"], steps, np.int32, steps_span)
+        offset_type = _widest(self._rows.dtype["offset"], offsets, np.uint32, offsets_span)
         rows = self._rows
         if size + n > len(rows) or rows.dtype != _row_type(step_type, offset_type):
             grown = np.empty(max(size + n, len(rows) + len(rows) // 8 + 4), dtype=_row_type(step_type, offset_type))
@@ -82,7 +93,7 @@ class Series:
         rows["step"][size : size + n] = steps
         rows["wall_time"][size : size + n] = wall_times
         rows["offset"][size : size + n] = offsets
-        if self._indices is not None or indices.any():
+        if self._indices is not None or (indices.any() if bounds is None else bounds[3]):
             if self._indices is None or len(self._indices) < len(rows):
                 kept = self.indices
                 self._indices = np.zeros(len(rows), dtype=np.uint32)
@@ -153,12 +164,14 @@ def _row_type(step: type | np.dtype, offset: type | np.dtype) -> np.dtype:
 _ROW_TYPES: dict[tuple[str, str], np.dtype] = {}
 
 
-def _widest(current: np.dtype, values: np.ndarray, narrow: type) -> np.dtype:
-    """`current`, or int64 once `values` do not fit the narrow type."""
+def _widest(current: np.dtype, values: np.ndarray, narrow: type, span: tuple[int, int] | None) -> np.dtype:
+    """`current`, or int64 once `values` (the least and greatest of which are `span`, if known) do not fit the
+    narrow type."""
     if current == np.int64 or not len(values):
         return current
     low, high = _LIMITS[narrow]
-    if values.min() < low or values.max() > high:
+    least, most = (values.min(), values.max()) if span is None else span
+    if least < low or most > high:
         return np.dtype(np.int64)
     return current
 
@@ -337,73 +350,7 @@ class EventFile:
 
     def _index(self, block: Block) -> bool:
         """Adds the histogram values of one block of records, and stops the file at a record that is no event."""
-        # Every record is parsed, so one that does not parse is damage wherever its fields are read from.
-        count = events.parsed_prefix(block.payloads)
-        payloads = block.payloads[:count]
-        if count and self.origin is None and block.base + int(block.starts[0]) == 0:
-            self.origin = events.origin(payloads[0])
-        starts = block.starts[:count] + HEADER
-        data = np.frombuffer(block.data, dtype=np.uint8)
-        fast = fast_path.single_values(data, starts, starts + block.lengths[:count])
-        raw = block.data
-        keys = [
-            raw[start : end + 1]
-            for start, end in zip(
-                fast.tag_start[fast.key_first].tolist(), fast.tag_end[fast.key_first].tolist(), strict=True
-            )
-        ]
-        kinds = self._kinds
-        # Read in full: records of other layouts, and the first single value of each tag-and-field key the file has
-        # not shown before; from then on the key alone decides whether a value is a histogram, and of which tag.
-        first_seen = [first for key, first in zip(keys, fast.key_first.tolist(), strict=True) if key not in kinds]
-        slow: list[tuple[int, int, int, str, int, float]] = []  # (record, index, tag id, encoding, step, wall_time)
-        # Values left out, noted in file order once all are known: the warnings then do not depend on where reads
-        # fell, so a file read in segments warns as one read in one go.
-        skips: list[tuple[int, int, str, int, str]] = []  # (record, index, tag, step, problem)
-        for record in sorted(np.flatnonzero(~fast.simple[:count]).tolist() + first_seen):
-            event = events.parse_event(payloads[record])
-            if self._guessed is not None:
-                self._guess_plugins(event, self._guessed)
-            found = events.histogram_values(event, self._plugins)
-            if fast.simple[record]:
-                kinds[keys[fast.key_of[record]]] = -1 if found is None else self._tag_id(found[2][0][1])
-            if found is not None:
-                step, wall_time, values = found
-                summary = event.summary.value
-                for index, tag, encoding in values:
-                    problem = events.value_problem(summary[index])
-                    if problem is None:
-                        slow.append((record, index, self._tag_id(tag), encoding, step, wall_time))
-                    else:
-                        skips.append((record, index, tag, step, problem))
-        key_tags = np.array([kinds[key] for key in keys] + [-1], dtype=np.int64)
-        tag_ids = key_tags[fast.key_of]  # key_of -1 (not simple) picks the trailing -1
-        tag_ids[first_seen] = -1
-        fast_records = np.flatnonzero(tag_ids >= 0)
-        # Every value is checked here, so what the index holds decodes: the report, attribution and /histograms
-        # all see the same values, and a bad one is a warning of its file from the moment it is read. Values laid
-        # out as writers write them are checked from their bytes at once, the rest one at a time.
-        legacy = data.take(fast.tag_end[fast_records], mode="clip") == events.LEGACY_FIELD
-        plain = fast_path.plain_histograms(data, fast.value_start[fast_records], fast.value_end[fast_records], legacy)
-        if not plain.all():
-            keep = plain.copy()
-            for row in np.flatnonzero(~plain).tolist():
-                record = int(fast_records[row])
-                problem = events.value_problem(events.parse_event(payloads[record]).summary.value[0])
-                if problem is None:
-                    keep[row] = True
-                else:
-                    skips.append((record, 0, self._tags[tag_ids[record]], int(fast.step[record]), problem))
-            fast_records = fast_records[keep]
-        for record, _, tag, step, problem in sorted(skips, key=lambda skip: skip[:2]):
-            self._skip(block.base + int(block.starts[record]), tag, step, problem)
-        if count < len(block.payloads):
-            offset = block.base + int(block.starts[count])
-            self.reader.mark_damaged(offset, "record does not parse as an event", block)
-        if not len(fast_records) and not slow:
-            return False
-        self._append(block, fast, fast_records, tag_ids[fast_records], slow)
-        return True
+        return _index_blocks([(self, block, 0)], stage=True)[0]
 
     def _skip(self, offset: int, tag: str, step: int, problem: str) -> None:
         """Notes a value left out of the index: a warning for each of the first few of a file, then a count."""
@@ -422,44 +369,6 @@ class EventFile:
             tag_id = self._tag_ids[tag] = len(self._tags)
             self._tags.append(tag)
         return tag_id
-
-    def _append(
-        self,
-        block: Block,
-        fast: fast_path.SingleValues,
-        fast_records: np.ndarray,
-        fast_tags: np.ndarray,
-        slow: list[tuple[int, int, int, str, int, float]],
-    ) -> None:
-        """Appends a block's values to their series in write order, creating series in order of first value."""
-        records = np.concatenate([fast_records, np.array([v[0] for v in slow], dtype=np.int64)])
-        indices = np.concatenate([np.zeros(len(fast_records), np.int64), np.array([v[1] for v in slow], np.int64)])
-        tag_ids = np.concatenate([fast_tags, np.array([v[2] for v in slow], dtype=np.int64)])
-        steps = np.concatenate([fast.step[fast_records], np.array([v[4] for v in slow], dtype=np.int64)])
-        wall_times = np.concatenate([fast.wall_time[fast_records], np.array([v[5] for v in slow], dtype=np.float64)])
-        offsets = block.base + block.starts[records]
-        order = np.lexsort((indices, records, tag_ids))  # by tag, then in write order
-        tag_ids = tag_ids[order]
-        firsts = np.flatnonzero(np.diff(tag_ids, prepend=-1))
-        bounds = np.append(firsts, len(order)).tolist()
-        # New series are created in the order their first values were written, as value-by-value appends would.
-        by_first = sorted(range(len(firsts)), key=lambda g: (records[order[firsts[g]]], indices[order[firsts[g]]]))
-        series = self.series
-        for g in by_first:
-            first = bounds[g]
-            tag = self._tags[tag_ids[first]]
-            s = series.get(tag)
-            if s is None:
-                row = int(order[first])
-                if row < len(fast_records):
-                    tag_end = int(fast.tag_end[records[row]])
-                    encoding = events.LEGACY if block.data[tag_end] == events.LEGACY_FIELD else events.TENSOR
-                else:
-                    encoding = slow[row - len(fast_records)][3]
-                s = series[tag] = Series(encoding)
-        # Staged, not appended: a block of a file with thousands of tags holds a value or two of each, and one
-        # append per tag and block would cost more than reading the block.
-        self._staged.append((tag_ids, steps[order], wall_times[order], offsets[order], indices[order]))
 
     def _flush(self) -> None:
         """Appends the staged values to their series, each series once, in write order."""
@@ -505,6 +414,225 @@ class EventFile:
             message = f"ends with an incomplete record ({self.reader.pending} bytes): still being written, or truncated"
             return [{"file": self.path, "offset": self.reader.offset, "message": message}]
         return []
+
+
+def reload_files(files: list[EventFile]) -> list[bool]:
+    """`[f.reload() for f in files]`, leaving exactly the same states, with the numpy work of files whose unread
+    records fit one read buffer (small files, small increments) done once per batch of them, not once per file:
+    a file of a few hundred records costs more in numpy calls than in reading. The rest are reloaded one by one."""
+    added = [False] * len(files)
+    batch: list[tuple[int, Walked]] = []
+    held = 0
+    for i, f in enumerate(files):
+        try:
+            walked = f.reader.read_small()
+        except READ_ERRORS:
+            walked = None  # its reload says why
+        if walked is None:
+            added[i] = f.reload()
+            continue
+        batch.append((i, walked))
+        held += len(walked.buf)
+        if held >= BATCH_BYTES:
+            _read_walked(files, batch, added)
+            batch, held = [], 0
+    if batch:
+        _read_walked(files, batch, added)
+    return added
+
+
+def _read_walked(files: list[EventFile], batch: list[tuple[int, Walked]], added: list[bool]) -> None:
+    """Each `(i, walked)` of `batch`: what `files[i].reload()` does with the one buffer `walked` it reads, all at once;
+    whether each file gained values goes to `added[i]`."""
+    holding = [walked for _, walked in batch if walked.payloads]
+    # The buffers joined once, for the checks and the indexing both.
+    joined = b"".join(walked.buf for walked in holding)
+    at = dict(zip(map(id, holding), np.cumsum([0, *(len(walked.buf) for walked in holding)]).tolist(), strict=False))
+    checks = iter(verify_all(holding, joined) if holding else [])
+    checked = [next(checks) if walked.payloads else None for _, walked in batch]
+    items = []
+    where = []
+    for (i, walked), check in zip(batch, checked, strict=True):
+        block = files[i].reader.take(walked, check)
+        if block is not None:
+            items.append((files[i], block, at[id(walked)]))
+            where.append(i)
+    for i, gained in zip(where, _index_blocks(items, stage=False, joined=joined) if items else [], strict=True):
+        added[i] = gained
+    for (i, walked), check in zip(batch, checked, strict=True):
+        f = files[i]
+        if f.reader.damage is None:  # indexing found none: the reading goes on as `blocks()` would
+            f.reader.finish(walked, check)
+        f.error = None
+
+
+def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined: bytes | None = None) -> list[bool]:
+    """For each `(f, block, at)` (a file at most once), adds the histogram values of the block of records to `f`,
+    and stops the file at a record that is no event; True where values were added. As indexing block after block
+    does, with the numpy work done once for all. `stage`: the values wait in `f._staged` for `_flush` (a file read
+    block by block), else they go to their series at once. `joined`: the blocks' buffers in one, each block's at
+    `at` (None: the one block's buffer, at 0)."""
+    counts = []
+    for f, block, _ in items:
+        # Every record is parsed, so one that does not parse is damage wherever its fields are read from.
+        count = events.parsed_prefix(block.payloads)
+        if count and f.origin is None and block.base + int(block.starts[0]) == 0:
+            f.origin = events.origin(block.payloads[0])
+        counts.append(count)
+    # Every block's buffer in one, every record numbered in it, file after file.
+    raw = items[0][1].data if joined is None else joined
+    data = np.frombuffer(raw, dtype=np.uint8)
+    firsts = np.cumsum([0, *counts]).tolist()  # each block's first record
+    file_of = np.repeat(np.arange(len(items)), counts)
+    local = np.concatenate([block.starts[:count] for (_, block, _), count in zip(items, counts, strict=True)])
+    lengths = np.concatenate([block.lengths[:count] for (_, block, _), count in zip(items, counts, strict=True)])
+    starts = local + np.array([at + HEADER for _, _, at in items], dtype=np.int64)[file_of]
+    offsets = local + np.array([block.base for _, block, _ in items], dtype=np.int64)[file_of]  # in their files
+    fast = fast_path.single_values(data, starts, starts + lengths)
+    # A tag-and-field key is told apart per file: `pair_of[i]`, record i's key in its file (-1 where not simple).
+    if len(items) == 1:
+        pair_of, pair_first, pair_bounds = fast.key_of, fast.key_first, [0, len(fast.key_first)]
+    else:
+        simple = np.flatnonzero(fast.key_of >= 0)
+        width = max(1, len(fast.key_first))
+        codes, first, group = np.unique(
+            file_of[simple] * width + fast.key_of[simple], return_index=True, return_inverse=True
+        )
+        pair_of = np.full(len(starts), -1, dtype=np.int64)
+        pair_of[simple] = group
+        pair_first = simple[first]
+        pair_bounds = np.searchsorted(codes // width, np.arange(len(items) + 1)).tolist()
+    raw_keys = zip(fast.tag_start[pair_first].tolist(), fast.tag_end[pair_first].tolist(), strict=True)
+    keys = [raw[start : end + 1] for start, end in raw_keys]
+    key_first = pair_first.tolist()
+    key_tags = [-1] * (len(keys) + 1)  # the trailing -1 is picked by records not simple
+    others = np.flatnonzero(fast.key_of < 0)
+    other_bounds = np.searchsorted(others, firsts).tolist()
+    others_list = others.tolist()
+    first_seen: list[int] = []
+    # (record, index, tag id, encoding, step, wall_time) of each file; records numbered as above
+    slows: list[list[tuple[int, int, int, str, int, float]]] = []
+    # Values left out, noted in file order once all are known: the warnings then do not depend on where reads
+    # fell, so a file read in segments warns as one read in one go.
+    skips: list[list[tuple[int, int, str, int, str]]] = []  # (record, index, tag, step, problem) of each file
+    for k, (f, block, _) in enumerate(items):
+        kinds = f._kinds
+        mine = range(pair_bounds[k], pair_bounds[k + 1])
+        # Read in full: records of other layouts, and the first single value of each tag-and-field key the file
+        # has not shown before; from then on the key alone decides whether a value is a histogram, and of which tag.
+        unseen = [key_first[p] for p in mine if keys[p] not in kinds]
+        slow: list[tuple[int, int, int, str, int, float]] = []
+        skipped: list[tuple[int, int, str, int, str]] = []
+        for record in sorted(others_list[other_bounds[k] : other_bounds[k + 1]] + unseen):
+            event = events.parse_event(block.payloads[record - firsts[k]])
+            if f._guessed is not None:
+                f._guess_plugins(event, f._guessed)
+            found = events.histogram_values(event, f._plugins)
+            pair = int(pair_of[record])
+            if pair >= 0:
+                kinds[keys[pair]] = -1 if found is None else f._tag_id(found[2][0][1])
+            if found is not None:
+                step, wall_time, values = found
+                summary = event.summary.value
+                for index, tag, encoding in values:
+                    problem = events.value_problem(summary[index])
+                    if problem is None:
+                        slow.append((record, index, f._tag_id(tag), encoding, step, wall_time))
+                    else:
+                        skipped.append((record, index, tag, step, problem))
+        for p in mine:
+            key_tags[p] = kinds[keys[p]]
+        first_seen += unseen
+        slows.append(slow)
+        skips.append(skipped)
+    tag_ids = np.array(key_tags, dtype=np.int64)[pair_of]
+    tag_ids[first_seen] = -1
+    fast_records = np.flatnonzero(tag_ids >= 0)
+    # Every value is checked here, so what the index holds decodes: the report, attribution and /histograms
+    # all see the same values, and a bad one is a warning of its file from the moment it is read. Values laid
+    # out as writers write them are checked from their bytes at once, the rest one at a time.
+    legacy = data.take(fast.tag_end[fast_records], mode="clip") == events.LEGACY_FIELD
+    plain = fast_path.plain_histograms(data, fast.value_start[fast_records], fast.value_end[fast_records], legacy)
+    for row in np.flatnonzero(~plain).tolist():
+        record = int(fast_records[row])
+        k = int(file_of[record])
+        f, block, _ = items[k]
+        problem = events.value_problem(events.parse_event(block.payloads[record - firsts[k]]).summary.value[0])
+        if problem is None:
+            plain[row] = True
+        else:
+            skips[k].append((record, 0, f._tags[tag_ids[record]], int(fast.step[record]), problem))
+    fast_records = fast_records[plain]
+    for k, (f, block, _) in enumerate(items):
+        for record, _, tag, step, problem in sorted(skips[k], key=lambda skip: skip[:2]):
+            f._skip(int(offsets[record]), tag, step, problem)
+        if counts[k] < len(block.payloads):
+            offset = block.base + int(block.starts[counts[k]])
+            f.reader.mark_damaged(offset, "record does not parse as an event", block)
+    fast_bounds = np.searchsorted(fast_records, firsts).tolist()
+    added = [fast_bounds[k + 1] > fast_bounds[k] or bool(slows[k]) for k in range(len(items))]
+    if any(added):
+        _add_values(items, raw, fast, fast_records, tag_ids, file_of, offsets, slows, stage)
+    return added
+
+
+def _add_values(
+    items: list[tuple[EventFile, Block, int]],
+    raw: bytes,
+    fast: fast_path.SingleValues,
+    fast_records: np.ndarray,
+    tag_ids: np.ndarray,
+    file_of: np.ndarray,
+    offsets: np.ndarray,
+    slows: list[list[tuple[int, int, int, str, int, float]]],
+    stage: bool,
+) -> None:
+    """Adds the values `_index_blocks` found to their series in write order, creating series in order of first
+    value, as value-by-value appends would."""
+    slow = [(k, *value) for k, values in enumerate(slows) for value in values]
+    files = np.concatenate([file_of[fast_records], np.array([v[0] for v in slow], dtype=np.int64)])
+    records = np.concatenate([fast_records, np.array([v[1] for v in slow], dtype=np.int64)])
+    indices = np.concatenate([np.zeros(len(fast_records), np.int64), np.array([v[2] for v in slow], np.int64)])
+    tags = np.concatenate([tag_ids[fast_records], np.array([v[3] for v in slow], dtype=np.int64)])
+    steps = np.concatenate([fast.step[fast_records], np.array([v[5] for v in slow], dtype=np.int64)])
+    wall_times = np.concatenate([fast.wall_time[fast_records], np.array([v[6] for v in slow], dtype=np.float64)])
+    order = np.lexsort((indices, records, tags, files))  # by file, then tag, then in write order
+    files, tags = files[order], tags[order]
+    firsts = np.flatnonzero((np.diff(files, prepend=-1) != 0) | (np.diff(tags, prepend=-1) != 0))
+    bounds = np.append(firsts, len(order)).tolist()
+    first_rows = order[firsts]
+    # New series are created in the order their first values were written (records are numbered file by file).
+    by_first = np.lexsort((indices[first_rows], records[first_rows])).tolist()
+    group_files, group_tags, first_rows_list = files[firsts].tolist(), tags[firsts].tolist(), first_rows.tolist()
+    for g in by_first:
+        f = items[group_files[g]][0]
+        tag = f._tags[group_tags[g]]
+        if tag not in f.series:
+            row = first_rows_list[g]
+            if row < len(fast_records):
+                legacy = raw[int(fast.tag_end[records[row]])] == events.LEGACY_FIELD
+                f.series[tag] = Series(events.LEGACY if legacy else events.TENSOR)
+            else:
+                f.series[tag] = Series(slow[row - len(fast_records)][4])
+    steps, wall_times, offsets, indices = steps[order], wall_times[order], offsets[records[order]], indices[order]
+    if stage:
+        # Staged, not appended: a block of a file with thousands of tags holds a value or two of each, and one
+        # append per tag and block would cost more than reading the block.
+        ends = np.searchsorted(files, np.arange(len(items) + 1)).tolist()
+        for k, (f, _, _) in enumerate(items):
+            a, b = ends[k], ends[k + 1]
+            if b > a:
+                f._staged.append((tags[a:b], steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b]))
+        return
+    # Each series' bounds for `Series.append` at once: a few numpy calls for all, not for each.
+    lows = np.minimum.reduceat(steps, firsts).tolist()
+    highs = np.maximum.reduceat(steps, firsts).tolist()
+    far = np.maximum.reduceat(offsets, firsts).tolist()
+    indexed = np.logical_or.reduceat(indices != 0, firsts).tolist()
+    for g, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        f = items[group_files[g]][0]
+        s = f.series[f._tags[group_tags[g]]]
+        s.append(steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b], (lows[g], highs[g], far[g], indexed[g]))
 
 
 class RunIndex:
