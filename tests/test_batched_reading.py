@@ -21,6 +21,7 @@ from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from test_file_segments import frame, mixed_events, state
 
 from tb_varscope_plugin.reading import fast_path, records, run_index
+from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.records import BLOCK, HEADER, MAX_RECORD, masked_crc32c
 from tb_varscope_plugin.reading.run_index import SKIPPED_SHOWN, EventFile, reload_files
 
@@ -182,6 +183,15 @@ def test_two_hundred_small_files_take_one_pass_of_the_numpy_work(tmp_path, monke
     assert calls == {"single_values": 1, "plain_histograms": 1, "verify_all": 1}
     for alone, together in zip(one_by_one, batched, strict=True):
         assert full_state(together) == full_state(alone)
+
+    # The logdir index of the tab (one process) reads its runs so, a batch at a time.
+    calls.update(dict.fromkeys(calls, 0))
+    index = LogdirIndex(str(tmp_path))
+    index.reload()
+    assert calls == {"single_values": 1, "plain_histograms": 1, "verify_all": 1}
+    for alone in one_by_one:
+        run = index.runs[Path(alone.path).parent.name]
+        assert full_state(run.files[0]) == full_state(alone)
 
 
 def event_kinds(seed: int) -> list[bytes]:

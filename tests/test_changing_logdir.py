@@ -221,20 +221,20 @@ def test_runs_no_longer_found_are_warnings_for_the_latest_twenty_only(tmp_path):
 def test_in_tensorboard_one_run_failing_never_stops_the_others_from_updating(tmp_path, monkeypatch):
     two_runs(tmp_path)
     plugin = load_plugin(tmp_path)
-    index_file = run_index.EventFile._index
+    index_blocks = run_index._index_blocks
     build = report_module.build_run_report
 
-    def index_but_not_a(self, block):
-        if "/a/" in self.path:
+    def index_but_not_a(items, *args, **kwargs):
+        if any("/a/" in f.path for f, _, _ in items):
             raise RuntimeError("a bug met in run a's file")
-        return index_file(self, block)
+        return index_blocks(items, *args, **kwargs)
 
     def build_but_not_b(run, *args, **kwargs):
         if run.name == "b":
             raise RuntimeError("a bug met reporting run b")
         return build(run, *args, **kwargs)
 
-    monkeypatch.setattr(run_index.EventFile, "_index", index_but_not_a)
+    monkeypatch.setattr(run_index, "_index_blocks", index_but_not_a)
     monkeypatch.setattr(report_module, "build_run_report", build_but_not_b)
     plugin.reload_impl()
     layered_run(str(tmp_path / "c" / "events.out.tfevents.1.x"), "kernel", [3, 4], steps=2)

@@ -20,7 +20,7 @@ from tb_varscope_plugin.filesystem import (
     shown_name,
 )
 from tb_varscope_plugin.reading.parallel import read_files
-from tb_varscope_plugin.reading.run_index import EventFile, RunIndex
+from tb_varscope_plugin.reading.run_index import BATCH_BYTES, EventFile, RunIndex, reload_files
 from tb_varscope_plugin.schema import ReportWarning
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ class LogdirIndex:
     name are named as TensorBoard's multiplexer names them: `name/` and the path below (`name/.` for the
     directory itself).
 
-    `lock` is held while the index changes, one event file at a time: a thread that queries the index while
-    another reloads it takes the lock around each query.
+    `lock` is held while the index changes, a batch of small event files or one large one at a time: a thread
+    that queries the index while another reloads it takes the lock around each query.
     """
 
     def __init__(
@@ -92,18 +92,19 @@ class LogdirIndex:
         """
         self._read_any = False
         runs = []
+        held = 0  # what the runs found and not read yet have to read, as the walk found them
         for run in self._discovered(progress):
+            runs.append(run)
             if processes > 1:
-                runs.append(run)
                 continue
-            added = []
-            for f in run.files:
-                with self.lock:
-                    added.append(self._reload_file(f))
-            with self.lock:
-                run.read_done(added)
-        if runs:
+            held += sum(max(0, self.file_size(f.path) - f.reader.offset) for f in run.files)
+            if held >= BATCH_BYTES:
+                self._read_together(runs)
+                runs, held = [], 0
+        if processes > 1:
             self.read_runs(runs, processes)
+        elif runs:
+            self._read_together(runs)
         self._note_changes()
 
     def discover(self, progress: Callable[[str], None] | None = None) -> list[RunIndex]:
@@ -167,27 +168,41 @@ class LogdirIndex:
             self.version += 1
         self._signature = signature
 
-    def _reload_file(self, f: EventFile) -> bool:
-        if self._unchanged(f):
-            return False
-        try:
-            return self._reload_contained(f)
-        finally:
-            self._read_as_of(f)
+    def _read_together(self, runs: list[RunIndex]) -> None:
+        """Reads what the files of `runs` gained, small files in one batch (see `reload_files`), holding the lock
+        meanwhile: for a few megabytes of small files, or one large file, at a time."""
+        with self.lock:
+            files = [f for run in runs for f in run.files if not self._unchanged(f)]
+            try:
+                read = dict(zip(map(id, files), self._reload_contained(files), strict=True))
+            finally:
+                for f in files:
+                    self._read_as_of(f)
+            for run in runs:
+                run.read_done([read.get(id(f), False) for f in run.files])
 
-    def _reload_contained(self, f: EventFile) -> bool:
+    def _reload_contained(self, files: list[EventFile]) -> list[bool]:
         if not self.contain_errors:
-            return f.reload()
+            return reload_files(files)
         try:
-            return f.reload()
+            return reload_files(files)
+        except Exception:
+            # A bug met in one file must not stop every later run from updating, pass after pass. Which file of the
+            # batch met it is not known: each is read again on its own, from the start (the batch may have left it
+            # half read), and the one that meets it again says so.
+            return [self._reload_afresh(f) for f in files]
+
+    def _reload_afresh(self, f: EventFile) -> bool:
+        f.restore(EventFile(f.path).snapshot())
+        try:
+            f.reload()
         except Exception as error:
-            # A bug met in one file must not stop every later run from updating, pass after pass.
             logger.exception("VarScope: indexing %s failed", f.path)
             f.restore(EventFile(f.path).snapshot())  # the reader had moved past what was not indexed: start over
             f.error = (
                 f"could not be indexed ({error.__class__.__name__}: {error}); it is tried again at the next reload"
             )
-            return True  # its values changed: all were dropped
+        return True  # its values changed: all were dropped, and read again if they could be
 
     def _forget_runs_not_found(self, found: set[str]) -> None:
         """Drops the runs the walk no longer finds, as TensorBoard does, each with a warning until it is back."""
@@ -267,4 +282,3 @@ class LogdirIndex:
             if names:
                 yield directory, names
             pending.extend(reversed(walked))
-

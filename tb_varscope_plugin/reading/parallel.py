@@ -15,7 +15,7 @@ from tensorboard.compat.tensorflow_stub.io import gfile
 
 from tb_varscope_plugin.filesystem import READ_ERRORS, PositionedReader, is_local
 from tb_varscope_plugin.reading.records import record_boundary
-from tb_varscope_plugin.reading.run_index import EventFile
+from tb_varscope_plugin.reading.run_index import EventFile, reload_files
 
 FORK_MIN_BYTES = 32 << 20  # less to read than this, and a fork costs more than it saves
 # A child reads about as many bytes as the parent; one still silent this long after the parent's share is stuck.
@@ -34,7 +34,8 @@ Unit = tuple[int, int | None, int | None]
 
 
 def read_files(files: list[EventFile], processes: int) -> list[bool]:
-    """`[f.reload() for f in files]`, the reading shared out among `processes` processes forked for the purpose.
+    """`[f.reload() for f in files]` (as `reload_files` does it, small files in batches), the reading shared out
+    among `processes` processes forked for the purpose.
 
     Whole files are shared out, and a large file not read before is cut into segments at record boundaries, read at
     once and joined in file order, when there are fewer such files than processes (see `_units`). Each child reads
@@ -45,13 +46,13 @@ def read_files(files: list[EventFile], processes: int) -> list[bool]:
     """
     local = all(is_local(f.path) for f in files)
     if processes < 2 or not files or not local or threading.active_count() > 1 or not hasattr(os, "fork"):
-        return [f.reload() for f in files]
+        return reload_files(files)
     unread = [_unread_bytes(f) for f in files]
     if sum(unread) < FORK_MIN_BYTES:
-        return [f.reload() for f in files]
+        return reload_files(files)
     units = _units(files, unread, processes)
     if len(units) < 2:
-        return [f.reload() for f in files]
+        return reload_files(files)
     # Largest first, each to the least loaded process: a balance of bytes to read.
     shares: list[list[Unit]] = [[] for _ in range(min(processes, len(units)))]
     loads = [0] * len(shares)
@@ -62,7 +63,7 @@ def read_files(files: list[EventFile], processes: int) -> list[bool]:
     children = [(_fork_reader(files, share), share) for share in shares[1:]]
     started = time.monotonic()
     try:
-        results = {unit: _read_unit(files, unit) for unit in shares[0]}
+        results = _read_share(files, shares[0])
     except BaseException:
         for (pid, pipe), _ in children:
             os.close(pipe)  # a child still writing gets EPIPE and exits
@@ -79,9 +80,9 @@ def read_files(files: list[EventFile], processes: int) -> list[bool]:
             read = files[i] if start is None else EventFile(files[i].path)
             read.restore(state)
             results[i, start, end] = (added, read)
-    for i, start, _ in missing:
-        if start is None:
-            results[i, None, None] = (files[i].reload(), files[i])
+    whole = [i for i, start, _ in missing if start is None]
+    for i, added in zip(whole, reload_files([files[i] for i in whole]), strict=True):
+        results[i, None, None] = (added, files[i])
     return [
         results[i, None, None][0] if (i, None, None) in results else _join(f, units, results, i)
         for i, f in enumerate(files)
@@ -124,13 +125,20 @@ def _segment_starts(path: str, size: int, pieces: int) -> list[int]:
     return starts
 
 
-def _read_unit(files: list[EventFile], unit: Unit) -> tuple[bool, EventFile]:
-    """Reads one unit: a whole file's `reload()`, or a segment into an EventFile of its own."""
-    i, start, end = unit
-    if start is None:
-        return files[i].reload(), files[i]
-    segment = EventFile(files[i].path)
-    return segment.read_range(start, end, alone=True), segment
+def _read_share(files: list[EventFile], share: list[Unit]) -> dict[Unit, tuple[bool, EventFile]]:
+    """Reads each unit of `share`: whole files as `reload_files` does, each segment into an EventFile of its own;
+    for each, whether values were added and the EventFile read."""
+    whole = [unit for unit in share if unit[1] is None]
+    results = {
+        unit: (added, files[unit[0]])
+        for unit, added in zip(whole, reload_files([files[i] for i, _, _ in whole]), strict=True)
+    }
+    for unit in share:
+        i, start, end = unit
+        if start is not None:
+            segment = EventFile(files[i].path)
+            results[unit] = (segment.read_range(start, end, alone=True), segment)
+    return results
 
 
 def _join(f: EventFile, units: dict[Unit, int], results: dict[Unit, tuple[bool, EventFile]], i: int) -> bool:
@@ -231,7 +239,12 @@ def _unpickled(status: int, chunks: list[bytes]) -> Any:
 
 def _fork_reader(files: list[EventFile], share: list[Unit]) -> tuple[int, int]:
     """Forks a process that reads `share` of `files` and writes `[(added, snapshot), ...]` to the pipe returned."""
-    return forked(lambda: [(added, read.snapshot()) for added, read in (_read_unit(files, unit) for unit in share)])
+
+    def work() -> list[tuple[bool, tuple]]:
+        results = _read_share(files, share)
+        return [(added, read.snapshot()) for added, read in (results[unit] for unit in share)]
+
+    return forked(work)
 
 
 def forked(work: Callable[[], Any]) -> tuple[int, int]:
