@@ -85,10 +85,12 @@ class Series:
         step_type = _widest(self._rows.dtype["step"], steps, np.int32, steps_span)
         offset_type = _widest(self._rows.dtype["offset"], offsets, np.uint32, offsets_span)
         rows = self._rows
-        if size + n > len(rows) or rows.dtype != _row_type(step_type, offset_type):
-            grown = np.empty(max(size + n, len(rows) + len(rows) // 8 + 4), dtype=_row_type(step_type, offset_type))
-            for name in ("step", "wall_time", "offset"):
-                grown[name][:size] = rows[name][:size]
+        layout = _row_type(step_type, offset_type)
+        if size + n > len(rows) or rows.dtype != layout:
+            grown = np.empty(max(size + n, len(rows) + len(rows) // 8 + 4), dtype=layout)
+            if size:
+                for name in ("step", "wall_time", "offset"):
+                    grown[name][:size] = rows[name][:size]
             rows = self._rows = grown
         rows["step"][size : size + n] = steps
         rows["wall_time"][size : size + n] = wall_times
@@ -489,11 +491,17 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     starts = local + np.array([at + HEADER for _, _, at in items], dtype=np.int64)[file_of]
     offsets = local + np.array([block.base for _, block, _ in items], dtype=np.int64)[file_of]  # in their files
     fast = fast_path.single_values(data, starts, starts + lengths)
+    simple = np.flatnonzero(fast.key_of >= 0)
+    # Every value is checked here, so what the index holds decodes: the report, attribution and /histograms
+    # all see the same values, and a bad one is a warning of its file from the moment it is read. Values laid
+    # out as writers write them are checked from their bytes at once, the rest one at a time.
+    legacy = data.take(fast.tag_end[simple], mode="clip") == events.LEGACY_FIELD
+    plain = np.zeros(len(starts), dtype=bool)
+    plain[simple] = fast_path.plain_histograms(data, fast.value_start[simple], fast.value_end[simple], legacy)
     # A tag-and-field key is told apart per file: `pair_of[i]`, record i's key in its file (-1 where not simple).
     if len(items) == 1:
         pair_of, pair_first, pair_bounds = fast.key_of, fast.key_first, [0, len(fast.key_first)]
     else:
-        simple = np.flatnonzero(fast.key_of >= 0)
         width = max(1, len(fast.key_first))
         codes, first, group = np.unique(
             file_of[simple] * width + fast.key_of[simple], return_index=True, return_inverse=True
@@ -535,7 +543,8 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
                 step, wall_time, values = found
                 summary = event.summary.value
                 for index, tag, encoding in values:
-                    problem = events.value_problem(summary[index])
+                    # A single value's check from its bytes stands, as it does for its key's later values.
+                    problem = None if pair >= 0 and plain[record] else events.value_problem(summary[index])
                     if problem is None:
                         slow.append((record, index, f._tag_id(tag), encoding, step, wall_time))
                     else:
@@ -548,21 +557,17 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     tag_ids = np.array(key_tags, dtype=np.int64)[pair_of]
     tag_ids[first_seen] = -1
     fast_records = np.flatnonzero(tag_ids >= 0)
-    # Every value is checked here, so what the index holds decodes: the report, attribution and /histograms
-    # all see the same values, and a bad one is a warning of its file from the moment it is read. Values laid
-    # out as writers write them are checked from their bytes at once, the rest one at a time.
-    legacy = data.take(fast.tag_end[fast_records], mode="clip") == events.LEGACY_FIELD
-    plain = fast_path.plain_histograms(data, fast.value_start[fast_records], fast.value_end[fast_records], legacy)
-    for row in np.flatnonzero(~plain).tolist():
+    keep = plain[fast_records]
+    for row in np.flatnonzero(~keep).tolist():
         record = int(fast_records[row])
         k = int(file_of[record])
         f, block, _ = items[k]
         problem = events.value_problem(events.parse_event(block.payloads[record - firsts[k]]).summary.value[0])
         if problem is None:
-            plain[row] = True
+            keep[row] = True
         else:
             skips[k].append((record, 0, f._tags[tag_ids[record]], int(fast.step[record]), problem))
-    fast_records = fast_records[plain]
+    fast_records = fast_records[keep]
     for k, (f, block, _) in enumerate(items):
         for record, _, tag, step, problem in sorted(skips[k], key=lambda skip: skip[:2]):
             f._skip(int(offsets[record]), tag, step, problem)
