@@ -252,3 +252,19 @@ def test_random_small_files_read_in_batches_are_read_as_one_by_one(tmp_path_fact
         assert_same(one_by_one, batched)
     finally:
         run_index.BATCH_BYTES = original
+
+
+def test_a_small_local_file_is_read_with_a_read_no_larger_than_itself(tmp_path, monkeypatch):
+    """Asking for a whole buffer costs a fresh megabyte even for a file of a few kilobytes."""
+    (path,) = write_logdir(tmp_path, {"run": HEAD + framed(mixed_events(steps=2))})
+    asked = []
+    read = records.PositionedReader.read
+
+    def recorded(self, offset, size):
+        asked.append(size)
+        return read(self, offset, size)
+
+    monkeypatch.setattr(records.PositionedReader, "read", recorded)
+    one_by_one, batched = both_ways([path])
+    assert_same(one_by_one, batched)
+    assert asked and max(asked) <= path.stat().st_size + 1
