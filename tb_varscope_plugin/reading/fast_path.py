@@ -87,17 +87,20 @@ def plain_histograms(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, leg
     if not len(chosen):
         return plain
     sizes = counts[chosen]
-    group = np.repeat(np.arange(len(chosen)), sizes)
     first = np.cumsum(sizes) - sizes
-    at = count_start[chosen][group] + stride[chosen][group] * (np.arange(int(sizes.sum())) - first[group])
+    strides = stride[chosen]
+    # Count j of value i lies at count_start[i] + stride[i] * j; j = position - first[i], so one repeat each.
+    total = int(first[-1] + sizes[-1])
+    at = np.repeat(count_start[chosen] - strides * first, sizes) + np.repeat(strides, sizes) * np.arange(total)
     # The float64 at every byte offset, as a view with a one-byte stride: counts are gathered without copying bytes.
     at_byte = np.ndarray((len(data) - 7,), dtype="<f8", buffer=data, strides=(1,))
     values = at_byte[at]
-    sound = np.isfinite(values) & (values >= 0)
-    with np.errstate(over="ignore"):  # a total past float64 is inf, which the bound below refuses
-        totals = np.add.reduceat(np.where(sound, values, 0.0), first)
-    bad = np.add.reduceat(~sound, first) > 0
-    plain[chosen] = ~bad & (totals <= MAX_COUNT)
+    # A count past MAX_COUNT takes its total past it too, and NaN is neither of these: every count is then finite
+    # and not negative, and a total of such counts finite; where one is not, its value's total does not matter.
+    sound = (values >= 0) & (values <= MAX_COUNT)
+    with np.errstate(over="ignore", invalid="ignore"):
+        totals = np.add.reduceat(values, first)
+    plain[chosen] = np.logical_and.reduceat(sound, first) & (totals <= MAX_COUNT)
     return plain
 
 
