@@ -268,3 +268,10 @@ def test_a_small_local_file_is_read_with_a_read_no_larger_than_itself(tmp_path, 
     one_by_one, batched = both_ways([path])
     assert_same(one_by_one, batched)
     assert asked and max(asked) <= path.stat().st_size + 1
+
+
+def test_a_file_given_twice_is_read_once_then_read_on(tmp_path):
+    (path,) = write_logdir(tmp_path, {"run": HEAD + framed(mixed_events(steps=2))})
+    alone, together = both_ways([path])
+    assert reload_files([together[0], together[0]]) == [alone[0].reload(), alone[0].reload()] == [True, False]
+    assert full_state(together[0]) == full_state(alone[0])

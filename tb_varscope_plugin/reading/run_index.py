@@ -427,7 +427,11 @@ def reload_files(files: list[EventFile]) -> list[bool]:
     added = [False] * len(files)
     batch: list[tuple[int, Walked]] = []
     held = 0
+    batched: set[int] = set()  # id() of the files in batch
     for i, f in enumerate(files):
+        if id(f) in batched:  # a file given twice reads on from where the first read ends
+            _read_walked(files, batch, added)
+            batch, held, batched = [], 0, set()
         try:
             walked = f.reader.read_small()
         except READ_ERRORS:
@@ -436,10 +440,11 @@ def reload_files(files: list[EventFile]) -> list[bool]:
             added[i] = f.reload()
             continue
         batch.append((i, walked))
+        batched.add(id(f))
         held += len(walked.buf)
         if held >= BATCH_BYTES:
             _read_walked(files, batch, added)
-            batch, held = [], 0
+            batch, held, batched = [], 0, set()
     if batch:
         _read_walked(files, batch, added)
     return added
