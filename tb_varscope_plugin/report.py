@@ -26,7 +26,7 @@ from tb_varscope_plugin.reading.events import BadValue
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.parallel import FORK_MIN_BYTES, forked, receive_all
 from tb_varscope_plugin.reading.records import NoRecord
-from tb_varscope_plugin.reading.run_index import RunIndex
+from tb_varscope_plugin.reading.run_index import BATCH_BYTES, RunIndex
 from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, ReportWarning, RunReport
 
 logger = logging.getLogger(__name__)
@@ -411,19 +411,32 @@ def _shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[R
     return shares
 
 
+def _read_ahead(index: LogdirIndex, runs: list[RunIndex], start: int, count: int) -> int:
+    """Reads `runs[start]` and the runs after it while they add up to less than BATCH_BYTES (small files' work is
+    done a batch at a time, see `reload_files`); returns where the runs read end."""
+    end, held = start + 1, index.unread_bytes(runs[start])
+    while end < len(runs) and held < BATCH_BYTES:
+        held += index.unread_bytes(runs[end])
+        end += 1
+    index.read_runs(runs[start:end], count)
+    return end
+
+
 def _report_share(
     index: LogdirIndex, runs: list[RunIndex], checkpoints: list[str] | None, count: int
 ) -> list[tuple[str, str, tuple[int, int, int]]]:
     """`(run name, its part serialised, (histogram tags, collisions, warnings))` for each of `runs`, each read
-    (by up to `count` processes) and reported in turn, then forgotten; a checkpoint is closed once no run left
-    to report uses it."""
+    (by up to `count` processes; small runs a few megabytes at a time) and reported in turn, then forgotten; a
+    checkpoint is closed once no run left to report uses it."""
     reporter = Reporter(index, checkpoints)
     try:
         paths = [reporter.checkpoint_path(run) for run in runs]
         uses = Counter(paths)
         parts = []
-        for run, path in zip(runs, paths, strict=True):
-            index.read_runs([run], count)
+        unread = 0  # the first run not read yet
+        for i, (run, path) in enumerate(zip(runs, paths, strict=True)):
+            if i == unread:
+                unread = _read_ahead(index, runs, i, count)
             part = reporter.part(run)
             run.files = []  # its values: what the part says of them is all that is kept
             counts = (part["histogram_tags"], len(part["collisions"]), len(part["warnings"]))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from eventlogs import histogram_event, layered_run, write_events
 
+from tb_varscope_plugin.reading import logdir as logdir_module
 from tb_varscope_plugin.reading import parallel
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import EventFile
@@ -110,3 +111,17 @@ def test_a_snapshot_carries_every_attribute_reading_sets(tmp_path):
     copy.restore(f.snapshot())
     assert copy.reader.offset == f.reader.offset > 0
     assert {t: list(s.steps) for t, s in copy.series.items()} == {"kernel": [0, 0, 1, 1]}
+
+
+def test_progress_hears_of_each_run_once_every_run_found_is_read(logdir, monkeypatch):
+    """The tab publishes partial reports from `progress`: none may show a run found but not read (as clean)."""
+    monkeypatch.setattr(logdir_module, "BATCH_BYTES", 1)  # small runs are read in batches; one run a batch here
+    index = LogdirIndex(str(logdir))
+    heard = []
+
+    def progress(name):
+        heard.append((name, all(f.read_version is not None for run in index.runs.values() for f in run.files)))
+
+    index.reload(progress)
+    assert sorted(name for name, _ in heard) == sorted(index.runs) == ["a", "b", "c"]
+    assert all(read for _, read in heard)

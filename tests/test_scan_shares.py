@@ -94,8 +94,31 @@ def test_one_run_holding_most_bytes_is_read_by_every_process_rather_than_shared(
     assert set(asked) == {2}  # each run's files read by both processes (see read_files)
 
 
+def test_small_runs_are_read_a_batch_at_a_time_and_forgotten_once_reported(logdir, monkeypatch):
+    monkeypatch.setattr(report_module, "processes", lambda: 1)
+    read, held = [], []
+    read_runs = LogdirIndex.read_runs
+
+    def counted(self, runs, n=1):
+        read.append(len(runs))
+        return read_runs(self, runs, n)
+
+    monkeypatch.setattr(LogdirIndex, "read_runs", counted)
+    part = Reporter.part
+
+    def watched(self, run):
+        held.append(sum(1 for r in self.index.runs.values() if any(f.series for f in r.files)))
+        return part(self, run)
+
+    monkeypatch.setattr(Reporter, "part", watched)
+    assert scan(str(logdir)) == json.loads(json.dumps(reference(logdir)))
+    assert read == [6]  # six small runs: one batch
+    assert held == [6, 5, 4, 3, 2, 1]  # each run's values dropped once its part is made
+
+
 def test_runs_are_held_one_at_a_time_and_each_checkpoint_until_its_last_run(logdir, monkeypatch):
     monkeypatch.setattr(report_module, "processes", lambda: 1)
+    monkeypatch.setattr(report_module, "BATCH_BYTES", 0)  # as for runs of a few megabytes each: one at a time
     held = []
     part = Reporter.part
 

@@ -87,24 +87,25 @@ class LogdirIndex:
     def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
         """Finds new runs and event files, and reads what every file has gained since the last call.
 
-        `progress` is told the name of each run before it is read. With `processes` > 1, files are read by that
-        many forked processes where that is safe (see `read_files`), and `progress` hears of every run first.
+        `progress` is told the name of each run once it is read, every run found so far being read then (runs are
+        read a few megabytes at a time). With `processes` > 1, files are read by that many forked processes where
+        that is safe (see `read_files`), and `progress` hears of every run as it is found, before any is read.
         """
         self._read_any = False
         runs = []
         held = 0  # what the runs found and not read yet have to read, as the walk found them
-        for run in self._discovered(progress):
+        for run in self._discovered(progress if processes > 1 else None):
             runs.append(run)
             if processes > 1:
                 continue
-            held += sum(max(0, self.file_size(f.path) - f.reader.offset) for f in run.files)
+            held += self.unread_bytes(run)
             if held >= BATCH_BYTES:
-                self._read_together(runs)
+                self._read_together(runs, progress)
                 runs, held = [], 0
         if processes > 1:
             self.read_runs(runs, processes)
         elif runs:
-            self._read_together(runs)
+            self._read_together(runs, progress)
         self._note_changes()
 
     def discover(self, progress: Callable[[str], None] | None = None) -> list[RunIndex]:
@@ -168,9 +169,13 @@ class LogdirIndex:
             self.version += 1
         self._signature = signature
 
-    def _read_together(self, runs: list[RunIndex]) -> None:
+    def unread_bytes(self, run: RunIndex) -> int:
+        """What `run`'s files hold past what was read of them, as the last walk found them."""
+        return sum(max(0, self.file_size(f.path) - f.reader.offset) for f in run.files)
+
+    def _read_together(self, runs: list[RunIndex], progress: Callable[[str], None] | None = None) -> None:
         """Reads what the files of `runs` gained, small files in one batch (see `reload_files`), holding the lock
-        meanwhile: for a few megabytes of small files, or one large file, at a time."""
+        meanwhile: for a few megabytes of small files, or one large file, at a time; then tells `progress`."""
         with self.lock:
             files = [f for run in runs for f in run.files if not self._unchanged(f)]
             try:
@@ -180,6 +185,9 @@ class LogdirIndex:
                     self._read_as_of(f)
             for run in runs:
                 run.read_done([read.get(id(f), False) for f in run.files])
+        if progress is not None:
+            for run in runs:
+                progress(run.name)
 
     def _reload_contained(self, files: list[EventFile]) -> list[bool]:
         if not self.contain_errors:

@@ -90,7 +90,7 @@ class LiveReport:
         return self._reader is not None
 
     def _publish_while_reading(self, run_name: str) -> None:
-        # Called before each run is read, with the runs before it complete.
+        # Called as each run has been read, with every run found so far read: a partial report shows no run unread.
         if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
             self._publish()
 
