@@ -32,7 +32,10 @@ from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, Repo
 logger = logging.getLogger(__name__)
 
 # Runs are shared out among processes only when no process gets more than this many times its even share of bytes.
-UNEVEN = 1.25
+UNEVEN = 1.1
+# Read by several processes at once, the runs of a logdir that does not share out by runs are read up to this many
+# bytes together (what is held meanwhile is their index: tens of bytes a value, a few percent of the files).
+READ_AHEAD_BYTES = 256 << 20
 # Until a first share's child has answered, one silent this long past the start of a scan is taken as stuck (a scan
 # reads a few hundred MB a second per process): it is killed and its share done by the parent.
 CHILD_SHARE_SECONDS = 3600.0
@@ -413,9 +416,12 @@ def _shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[R
 
 def _read_ahead(index: LogdirIndex, runs: list[RunIndex], start: int, count: int) -> int:
     """Reads `runs[start]` and the runs after it while they add up to less than BATCH_BYTES (small files' work is
-    done a batch at a time, see `reload_files`); returns where the runs read end."""
+    done a batch at a time, see `reload_files`), or, for `count` processes, to less than READ_AHEAD_BYTES: they
+    need files enough to share out, and runs of single files too small to cut would each be read by one.
+    Returns where the runs read end."""
+    limit = BATCH_BYTES if count < 2 else READ_AHEAD_BYTES
     end, held = start + 1, index.unread_bytes(runs[start])
-    while end < len(runs) and held < BATCH_BYTES:
+    while end < len(runs) and held < limit:
         held += index.unread_bytes(runs[end])
         end += 1
     index.read_runs(runs[start:end], count)

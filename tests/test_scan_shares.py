@@ -88,10 +88,17 @@ def test_one_run_holding_most_bytes_is_read_by_every_process_rather_than_shared(
     write_events(str(big), [histogram_event(s, "big", np.linspace(0, 1, 2000)) for s in range(200)])
     asked = []
     read_runs = LogdirIndex.read_runs
-    monkeypatch.setattr(LogdirIndex, "read_runs", lambda self, runs, n=1: asked.append(n) or read_runs(self, runs, n))
+    monkeypatch.setattr(
+        LogdirIndex, "read_runs", lambda self, runs, n=1: asked.append((len(runs), n)) or read_runs(self, runs, n)
+    )
     assert scan(str(logdir)) == json.loads(json.dumps(reference(logdir)))
     assert shares == []  # no share forked: runs do not share out evenly
-    assert set(asked) == {2}  # each run's files read by both processes (see read_files)
+    # The runs read together, so both processes have files to share out (see read_files), not run by run.
+    assert asked == [(6, 2)]
+    asked.clear()
+    monkeypatch.setattr(report_module, "READ_AHEAD_BYTES", 1)
+    assert scan(str(logdir)) == json.loads(json.dumps(reference(logdir)))
+    assert asked == [(1, 2)] * 6
 
 
 def test_small_runs_are_read_a_batch_at_a_time_and_forgotten_once_reported(logdir, monkeypatch):
