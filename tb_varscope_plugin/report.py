@@ -32,7 +32,7 @@ from tb_varscope_plugin.schema import SAME_STEP, SCHEMA, Collision, Report, Repo
 logger = logging.getLogger(__name__)
 
 # Runs are shared out among processes only when no process gets more than this many times its even share of bytes.
-UNEVEN = 1.1
+UNEVEN = 1.25
 # Read by several processes at once, the runs of a logdir that does not share out by runs are read up to this many
 # bytes together (what is held meanwhile is their index: tens of bytes a value, a few percent of the files).
 READ_AHEAD_BYTES = 256 << 20
