@@ -112,16 +112,15 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
     restarts: list[tuple[int, int]] | None = []  # None once some repeat is not a restart
     for f in run.files:
         series = f.series.get(tag)
-        if series is None:
+        if series is None or series.lanes().most < 2:  # one value per step: most series, known without counting
             continue
         steps, counts = series.step_counts()
-        if counts.max() > 1:
-            writers = max(writers, int(counts.max()))
-            repeated.update(steps[counts > 1].tolist())
-            files.append(f.name)
-            writer = writer_of(f, series.encoding)
-            went_back = _restarts(series)
-            restarts = None if restarts is None or went_back is None else restarts + went_back
+        writers = max(writers, series.lanes().most)
+        repeated.update(steps[counts > 1].tolist())
+        files.append(f.name)
+        writer = writer_of(f, series.encoding)
+        went_back = _restarts(series)
+        restarts = None if restarts is None or went_back is None else restarts + went_back
     if not repeated:
         return None
     lasts = [run.last_ref(tag, lane) for lane in range(writers)]
