@@ -11,6 +11,9 @@ from tb_varscope_plugin.reading import logdir as logdir_module
 from tb_varscope_plugin.reading import parallel
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import EventFile
+from tb_varscope_plugin.report import Reporter
+from tb_varscope_plugin.server import live as live_module
+from tb_varscope_plugin.server.live import LiveReport
 
 
 def state(index):
@@ -125,3 +128,22 @@ def test_progress_hears_of_each_run_once_every_run_found_is_read(logdir, monkeyp
     index.reload(progress)
     assert sorted(name for name, _ in heard) == sorted(index.runs) == ["a", "b", "c"]
     assert all(read for _, read in heard)
+
+
+def test_the_tab_fills_in_run_by_run_while_the_first_pass_reads(logdir, monkeypatch):
+    """Partial reports are published while the logdir is read, each showing the runs read so far."""
+    monkeypatch.setattr(logdir_module, "BATCH_BYTES", 1)  # one run a batch
+    monkeypatch.setattr(live_module, "PUBLISH_INTERVAL", 0)  # publish at every run read
+    index = LogdirIndex(str(logdir))
+    live = LiveReport(index, Reporter(index), reload_interval=0)
+    shown = []
+    publish = live._publish
+
+    def watched():
+        publish()
+        report = live.report()
+        shown.append((report["complete"], [run["run"] for run in report["runs"] if run["histogram_tags"]]))
+
+    monkeypatch.setattr(live, "_publish", watched)
+    live.reload()
+    assert shown == [(False, ["a"]), (False, ["a", "b"]), (False, ["a", "b", "c"]), (True, ["a", "b", "c"])]

@@ -76,12 +76,12 @@ class LogdirIndex:
         # Every directory the last reload's walk listed, for whatever else needs to know the tree (checkpoint
         # discovery): one walk per reload, however many runs ask.
         self.tree: dict[str, Listing] = {}
-        # Bumped by every reload that changed anything a report is made of; a reload that found nothing new
+        # Bumped as soon as a file is read (so a report made while a reload goes on shows the runs read so far), and
+        # by a reload that found runs, files, directories or warnings changed; a reload that found nothing new
         # leaves it, so the report is not even looked at again.
         self.version = 0
         self._signature: tuple = ()  # what the last reload found, beyond the files' values (see `_note_changes`)
         self._versions: dict[str, tuple | None] = {}  # event file path -> its version as the last walk saw it
-        self._read_any = False  # whether this reload read any file
         self.lock = threading.Lock()
 
     def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
@@ -91,7 +91,6 @@ class LogdirIndex:
         read a few megabytes at a time). With `processes` > 1, files are read by that many forked processes where
         that is safe (see `read_files`), and `progress` hears of every run as it is found, before any is read.
         """
-        self._read_any = False
         runs = []
         held = 0  # what the runs found and not read yet have to read, as the walk found them
         for run in self._discovered(progress if processes > 1 else None):
@@ -158,14 +157,14 @@ class LogdirIndex:
     def _read_as_of(self, f: EventFile) -> None:
         # The version the walk saw, from before the read: bytes written during it make the next walk differ. A
         # file that could not be read is read again however it looks.
-        self._read_any = True
+        self.version += 1
         f.read_version = self._versions.get(f.path) if f.error is None else None
 
     def _note_changes(self) -> None:
-        """Bumps `version` if this reload read a file, or found runs, files, directories or warnings changed."""
+        """Bumps `version` if this reload found runs, files, directories or warnings changed."""
         runs = tuple((name, run.generation, len(run.files)) for name, run in self.runs.items())
         signature = (runs, self.tree, tuple(self.unlisted.items()), tuple(self.passed_over.items()), tuple(self.gone))
-        if self._read_any or signature != self._signature:
+        if signature != self._signature:
             self.version += 1
         self._signature = signature
 
