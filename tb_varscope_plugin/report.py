@@ -398,7 +398,7 @@ def _shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[R
     """`runs` shared out among `count` processes by bytes to read, largest first to the least loaded; a single
     share where forking is unsafe or does not pay, or where the runs do not share out evenly (one run holding most
     of the bytes is better read by every process at once, file by file)."""
-    sizes = {run.name: sum(index.file_size(f.path) for f in run.files) for run in runs}
+    sizes = {run.name: index.unread_bytes(run) for run in runs}
     total = sum(sizes.values())
     forkable = hasattr(os, "fork") and threading.active_count() == 1 and all(is_local(run.path) for run in runs)
     if count < 2 or len(runs) < 2 or total < FORK_MIN_BYTES or not forkable:

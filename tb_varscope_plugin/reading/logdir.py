@@ -125,11 +125,6 @@ class LogdirIndex:
             for run in runs:
                 run.read_done([read.get(id(f), False) for f in run.files])
 
-    def file_size(self, path: str) -> int:
-        """The size of an event file as the last walk found it; 0 where the filesystem layer gave no stat."""
-        version = self._versions.get(path)
-        return 0 if version is None else version[0]
-
     def _discovered(self, progress: Callable[[str], None] | None) -> Iterator[RunIndex]:
         """Each run the walk finds, its event files taken (new ones unread); then runs not found are dropped."""
         found = set()
@@ -170,7 +165,8 @@ class LogdirIndex:
 
     def unread_bytes(self, run: RunIndex) -> int:
         """What `run`'s files hold past what was read of them, as the last walk found them."""
-        return sum(max(0, self.file_size(f.path) - f.reader.offset) for f in run.files)
+        found = [(self._versions.get(f.path), f.reader.offset) for f in run.files]
+        return sum(max(0, version[0] - offset) for version, offset in found if version is not None)
 
     def _read_together(self, runs: list[RunIndex], progress: Callable[[str], None] | None = None) -> None:
         """Reads what the files of `runs` gained, small files in one batch (see `reload_files`), holding the lock

@@ -176,21 +176,7 @@ def _unread_bytes(f: EventFile) -> int:
 def receive(pid: int, pipe: int, deadline: float) -> Any:
     """What a forked child pickled into `pipe`, or None if it failed, died before it had said everything, or was
     still silent at `deadline` (then it is killed). The child is reaped either way."""
-    chunks: list[bytes] = []
-    try:
-        while True:
-            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                return None
-            chunk = os.read(pipe, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(pipe)
-        _, status = os.waitpid(pid, 0)
-    return _unpickled(status, chunks)
+    return receive_all([(pid, pipe)], deadline - time.monotonic())[0]
 
 
 def receive_all(children: list[tuple[int, int]], timeout: float) -> list[Any]:
