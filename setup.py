@@ -47,7 +47,7 @@ setup(
         "torch": ["torch>=2.0"],
     },
     entry_points={
-        "console_scripts": ["tb-varscope = tb_varscope_plugin.cli:main"],
+        "console_scripts": ["tb-varscope = tb_varscope_plugin.command:main"],
         "tensorboard_plugins": ["varscope = tb_varscope_plugin.server.plugin:VarScopeLoader"],
     },
     classifiers=[

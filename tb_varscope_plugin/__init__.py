@@ -1,5 +1,17 @@
 """tb-varscope: find histogram tags that collide across layers, and name the variables behind them."""
 
-from tb_varscope_plugin.report import scan
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["scan"]
+
+
+def __getattr__(name: str) -> Any:
+    # `scan` is imported when first asked for, so that importing the package (as the command and TensorBoard do,
+    # for a submodule) does not import the filesystem layer before the command has deferred its back ends.
+    if name == "scan":
+        from tb_varscope_plugin.report import scan
+
+        return scan
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from eventlogs import layered_run
 
 PACKAGE = Path(__file__).parent.parent / "tb_varscope_plugin"
 
@@ -18,6 +19,7 @@ PACKAGE = Path(__file__).parent.parent / "tb_varscope_plugin"
 RANK = {
     "filesystem": 0,
     "schema": 0,
+    "startup": 0,
     "reading": 1,
     "checkpoints": 1,
     "analysis": 2,
@@ -25,7 +27,9 @@ RANK = {
     "rewrite": 4,
     "cli": 5,
     "server": 5,
+    "command": 6,
     "__init__": 6,
+    "__main__": 7,
 }
 
 
@@ -104,6 +108,22 @@ def test_starting_the_cli_or_the_plugin_loads_no_checkpoint_library():
     code = "import sys, tb_varscope_plugin.cli, tb_varscope_plugin.server.plugin; print('h5py' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_command_imports_remote_back_ends_only_for_a_remote_path(tmp_path):
+    """boto3 and fsspec (both installed here) are imported by TensorBoard's filesystem layer as it is imported;
+    the command defers them, so a local scan loads neither, and it registers S3 all the same."""
+    pytest.importorskip("boto3")
+    pytest.importorskip("fsspec")
+    code = (
+        "import sys; from tb_varscope_plugin import command; sys.argv[1:] = ['scan', sys.argv[1], '--json'];"
+        "code = command.main(); from tensorboard.compat.tensorflow_stub.io import gfile;"
+        "print(code, gfile.S3_ENABLED, gfile.FSSPEC_ENABLED, 'boto3.session' in sys.modules,"
+        "'fsspec.core' in sys.modules, 'h5py' in sys.modules, file=sys.stderr)"
+    )
+    layered_run(str(tmp_path / "run" / "events.out.tfevents.1"), "w", [3], steps=2)  # one layer: clean
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert result.stderr.split() == ["0", "True", "True", "False", "False", "False"]
 
 
 def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):

@@ -44,7 +44,7 @@ def _as_local(report: dict, remote: str, local: str) -> dict:
 
 def _scan_cli(logdir: str, env: dict[str, str] | None = None) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "tb_varscope_plugin.cli", "scan", logdir, "--json"],
+        [sys.executable, "-m", "tb_varscope_plugin", "scan", logdir, "--json"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},

@@ -109,7 +109,7 @@ def test_cli_json_is_the_report_alone_on_stdout(tmp_path, capsys):
 def test_cli_usage_errors_are_one_line_and_status_2(tmp_path):
     def run(*args):
         return subprocess.run(
-            [sys.executable, "-m", "tb_varscope_plugin.cli", *args], capture_output=True, text=True, env=os.environ
+            [sys.executable, "-m", "tb_varscope_plugin", *args], capture_output=True, text=True, env=os.environ
         )
 
     missing = run("scan", str(tmp_path / "nowhere"))
