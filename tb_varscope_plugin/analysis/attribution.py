@@ -63,7 +63,7 @@ class _Names:
                     self.ending.setdefault(segments[start:], set()).add(position)
 
     def candidates(self, tag: str) -> list[Variable]:
-        forms = [tuple(f) for f in tag_forms(tag)]
+        forms = list(tag_forms(tag))
         if not self.named:
             # No names to match: every weight qualifies, narrowed to the layers the tag's scope names, if any.
             forms = [forms[-1][:-1]]

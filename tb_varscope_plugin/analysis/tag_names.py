@@ -12,7 +12,9 @@ _HISTOGRAM_SUFFIX = "/histogram"
 _REPLICA_SUFFIX = re.compile(r"[:_]\d+$")  # `:0` of a TF variable name, `_0` once a callback made `:` a `_`
 
 
-def tag_forms(tag: str) -> list[list[str]]:
+# Runs of one logdir mostly log the same tags: each tag's forms are worked out once, not once per run.
+@lru_cache(maxsize=1 << 16)
+def tag_forms(tag: str) -> tuple[tuple[str, ...], ...]:
     """The segments a tag may stand for once logging decorations are removed, most literal first.
 
     `my_variable1_0/histogram` -> [`my_variable1_0`], [`my_variable1`]; `0.weight` -> [`0`, `weight`].
@@ -22,9 +24,10 @@ def tag_forms(tag: str) -> list[list[str]]:
     stripped = _REPLICA_SUFFIX.sub("", base)
     if stripped and stripped != base:
         forms.append(stripped)
-    return [[s for s in _SEGMENT_SPLIT.split(f) if s] for f in forms]
+    return tuple(tuple(s for s in _SEGMENT_SPLIT.split(f) if s) for f in forms)
 
 
+@lru_cache(maxsize=1 << 16)
 def tag_base(tag: str) -> str:
     """The variable path a tag spells, without `/histogram` and the `:0`/`_0` the writer added to it."""
     if tag.endswith(_HISTOGRAM_SUFFIX):
@@ -36,6 +39,7 @@ def name_segments(name: str) -> list[str]:
     return [s for s in _SEGMENT_SPLIT.split(strip_output_index(name)) if s]
 
 
+@lru_cache(maxsize=1 << 16)
 def tag_leaf(tag: str) -> str:
     """The tag's own name without scopes or decorations: `kernel` for `kernel/histogram`."""
     form = tag_forms(tag)[-1]

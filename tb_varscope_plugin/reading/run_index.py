@@ -147,9 +147,13 @@ class _Lanes:
             return _Lanes(len(steps), None, None, 1, None, None)
         order = np.argsort(steps, kind="stable")  # stable: within a step, values stay in write order
         ordered = steps[order]
-        rank = np.arange(len(steps)) - np.searchsorted(ordered, ordered, side="left")
+        # Where each distinct step starts in `ordered` (np.unique would sort again, and costs 10x on short series).
+        first = np.ones(len(ordered), dtype=bool)
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        distinct, counts = ordered[starts], np.diff(np.append(starts, len(ordered)))
+        rank = np.arange(len(steps)) - np.repeat(starts, counts)  # each value's place among its step's values
         by_lane = np.lexsort((order, rank))
-        distinct, counts = np.unique(ordered, return_counts=True)
         most = int(counts.max()) if len(counts) else 0
         bounds = np.searchsorted(rank[by_lane], np.arange(most + 1), side="left")
         narrow = np.int32 if len(steps) < 2**31 else np.int64
