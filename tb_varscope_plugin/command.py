@@ -1,6 +1,10 @@
-"""The `tb-varscope` command as a new process starts it: remote back ends deferred, then the CLI."""
+"""The processes we start: the `tb-varscope` command, and the tab's first-pass readers. Each defers the remote
+back ends before it imports anything that imports TensorBoard's filesystem layer."""
 
 from __future__ import annotations
+
+import os
+import sys
 
 from tb_varscope_plugin.startup import defer_remote_back_ends
 
@@ -10,3 +14,15 @@ def main() -> int:
     from tb_varscope_plugin.cli import main as cli_main
 
     return cli_main()
+
+
+def read_share() -> None:
+    """A process the VarScope tab spawned to read a share of its first pass (see `server/first_pass.py`): its job
+    on standard input, what it read on standard output, which nothing else may write to."""
+    defer_remote_back_ends()  # the tab spawns these for local logdirs only
+    from tb_varscope_plugin.server.first_pass import serve
+
+    sink = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print goes to the log, not into the messages
+    with sink:
+        serve(sys.stdin.buffer, sink)

@@ -10,7 +10,8 @@ import posixpath
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,6 +40,16 @@ READ_AHEAD_BYTES = 256 << 20
 # Until a first share's child has answered, one silent this long past the start of a scan is taken as stuck (a scan
 # reads a few hundred MB a second per process): it is killed and its share done by the parent.
 CHILD_SHARE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class RunPart:
+    """A run's part of the report, and what another reporter needs to take it as its own (`Reporter.adopt`):
+    `made` is `(checkpoint state, the run's report before warnings, the checkpoint's warnings)`, None for a part
+    that only shows the last one again with a warning (see `_as_before`), which is not worth keeping."""
+
+    published: RunReport
+    made: tuple[tuple, RunReport, list[ReportWarning]] | None
 
 
 class Reporter:
@@ -83,28 +94,24 @@ class Reporter:
             and all(a is b for a, b in zip(last["runs"], runs, strict=True))
         ):
             return last
-        self._last = {
-            "schema": SCHEMA,
-            "logdir": self.index.logdir,
-            "warnings": warnings,
-            "summary": {
-                "runs": len(runs),
-                "histogram_tags": sum(r["histogram_tags"] for r in runs),
-                "collisions": sum(len(r["collisions"]) for r in runs),
-                "warnings": len(warnings) + sum(len(r["warnings"]) for r in runs),
-            },
-            "runs": runs,
-        }
+        self._last = document(self.index.logdir, warnings, runs)
         return self._last
 
-    def part(self, run: RunIndex) -> RunReport:
+    def part(self, run: RunIndex) -> RunPart:
         """`run`'s part of the report, as `report()` would give it, without keeping it: for a one-off scan that
         reads a run, reports it and forgets it. Runs of one walk share one pass (a checkpoint is stamped once)."""
         self._walk_pass()
-        try:
-            return self._run_report(run)
-        finally:
-            self._runs.pop(run.name, None)
+        published = self._run_report(run)
+        made = self._runs.pop(run.name, None)
+        kept = made is not None and made[3] is published
+        return RunPart(published, (made[0][2], made[1], made[2]) if made is not None and kept else None)
+
+    def adopt(self, run: RunIndex, part: RunPart) -> None:
+        """Keeps `part`, made by another process's reporter from the same values of `run`, as if made here: the
+        next report uses it unless the checkpoint it was made with is no longer the one this reporter finds."""
+        if part.made is not None:
+            stamp, report, extra = part.made
+            self._runs[run.name] = ((run.generation, len(run.files), stamp), report, extra, part.published)
 
     def release(self, path: str) -> None:
         """Closes and forgets the checkpoint at `path`, which no run still to be reported uses."""
@@ -219,6 +226,22 @@ class Reporter:
         published = {**report, "warnings": warnings}
         self._runs[run.name] = (key, report, extra, published)
         return published
+
+
+def document(logdir: str, warnings: list[ReportWarning], runs: list[RunReport]) -> Report:
+    """The report of `runs` (parts in the report's order) and the logdir's own `warnings`."""
+    return {
+        "schema": SCHEMA,
+        "logdir": logdir,
+        "warnings": warnings,
+        "summary": {
+            "runs": len(runs),
+            "histogram_tags": sum(r["histogram_tags"] for r in runs),
+            "collisions": sum(len(r["collisions"]) for r in runs),
+            "warnings": len(warnings) + sum(len(r["warnings"]) for r in runs),
+        },
+        "runs": runs,
+    }
 
 
 def _as_before(run: RunIndex, cached: tuple | None, message: str) -> RunReport:
@@ -366,52 +389,47 @@ def scan_parts(
     index = LogdirIndex(logdir, run_filter)
     runs = sorted(index.discover(progress), key=lambda run: run.name)
     count = processes()
-    shares = _shares(index, runs, count)
-    if len(shares) < 2:
+    forkable = hasattr(os, "fork") and threading.active_count() == 1 and all(is_local(run.path) for run in runs)
+    groups = shares(index, runs, count) if forkable else [runs]
+    if len(groups) < 2:
         parts = _report_share(index, runs, checkpoints, count)
     else:
         # Every share to a child, this process only gathering: it holds no values of its own, so the largest
         # process of the scan is the largest share's, not the whole document's plus a share.
-        children = [forked(functools.partial(_report_share, index, share, checkpoints, 1)) for share in shares]
+        children = [forked(functools.partial(_report_share, index, share, checkpoints, 1)) for share in groups]
         parts = []
-        for found, share in zip(receive_all(children, CHILD_SHARE_SECONDS), shares, strict=True):
+        for found, share in zip(receive_all(children, CHILD_SHARE_SECONDS), groups, strict=True):
             # A child that failed or was stuck leaves its share to be done here.
             parts += found if found is not None else _report_share(index, share, checkpoints, 1)
         parts.sort(key=lambda part: part[0])
     warnings = index.warnings()  # directories that could not be listed, entries passed over
-    report: Report = {
-        "schema": SCHEMA,
-        "logdir": index.logdir,
-        "warnings": warnings,
-        "summary": {
-            "runs": len(parts),
-            "histogram_tags": sum(tags for _, _, (tags, _, _) in parts),
-            "collisions": sum(collisions for _, _, (_, collisions, _) in parts),
-            "warnings": len(warnings) + sum(run_warnings for _, _, (_, _, run_warnings) in parts),
-        },
-        "runs": [],
+    report = document(index.logdir, warnings, [])
+    report["summary"] = {
+        "runs": len(parts),
+        "histogram_tags": sum(tags for _, _, (tags, _, _) in parts),
+        "collisions": sum(collisions for _, _, (_, collisions, _) in parts),
+        "warnings": len(warnings) + sum(run_warnings for _, _, (_, _, run_warnings) in parts),
     }
     return report, [(part, counts) for _, part, counts in parts]
 
 
-def _shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[RunIndex]]:
+def shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[RunIndex]]:
     """`runs` shared out among `count` processes by bytes to read, largest first to the least loaded; a single
-    share where forking is unsafe or does not pay, or where the runs do not share out evenly (one run holding most
-    of the bytes is better read by every process at once, file by file)."""
+    share where another process would not pay, or where the runs do not share out evenly (one run holding most of
+    the bytes is better read by every process at once, file by file)."""
     sizes = {run.name: index.unread_bytes(run) for run in runs}
     total = sum(sizes.values())
-    forkable = hasattr(os, "fork") and threading.active_count() == 1 and all(is_local(run.path) for run in runs)
-    if count < 2 or len(runs) < 2 or total < FORK_MIN_BYTES or not forkable:
+    if count < 2 or len(runs) < 2 or total < FORK_MIN_BYTES:
         return [runs]
-    shares: list[list[RunIndex]] = [[] for _ in range(min(count, len(runs)))]
-    loads = [0] * len(shares)
+    groups: list[list[RunIndex]] = [[] for _ in range(min(count, len(runs)))]
+    loads = [0] * len(groups)
     for run in sorted(runs, key=lambda run: -sizes[run.name]):
         least = loads.index(min(loads))
-        shares[least].append(run)
+        groups[least].append(run)
         loads[least] += sizes[run.name]
-    if max(loads) > UNEVEN * total / len(shares):
+    if max(loads) > UNEVEN * total / len(groups):
         return [runs]
-    return shares
+    return groups
 
 
 def _read_ahead(index: LogdirIndex, runs: list[RunIndex], start: int, count: int) -> int:
@@ -428,31 +446,40 @@ def _read_ahead(index: LogdirIndex, runs: list[RunIndex], start: int, count: int
     return end
 
 
-def _report_share(
+def report_runs(
     index: LogdirIndex, runs: list[RunIndex], checkpoints: list[str] | None, count: int
-) -> list[tuple[str, str, tuple[int, int, int]]]:
-    """`(run name, its part serialised, (histogram tags, collisions, warnings))` for each of `runs`, each read
-    (by up to `count` processes; small runs a few megabytes at a time) and reported in turn, then forgotten; a
-    checkpoint is closed once no run left to report uses it."""
+) -> Iterator[tuple[RunIndex, RunPart]]:
+    """Each of `runs` with its part, read (by up to `count` processes; small runs a few megabytes at a time) and
+    reported in turn; once the caller has taken what it wants of a run, its values are forgotten (what the part
+    says of them is all that is kept) and a checkpoint is closed once no run left to report uses it."""
     reporter = Reporter(index, checkpoints)
     try:
         paths = [reporter.checkpoint_path(run) for run in runs]
         uses = Counter(paths)
-        parts = []
         unread = 0  # the first run not read yet
         for i, (run, path) in enumerate(zip(runs, paths, strict=True)):
             if i == unread:
                 unread = _read_ahead(index, runs, i, count)
-            part = reporter.part(run)
-            run.files = []  # its values: what the part says of them is all that is kept
-            counts = (part["histogram_tags"], len(part["collisions"]), len(part["warnings"]))
-            parts.append((run.name, json.dumps(part), counts))
+            yield run, reporter.part(run)
+            run.files = []
             uses[path] -= 1
             if path is not None and not uses[path]:
                 reporter.release(path)
-        return parts
     finally:
         reporter.close()
+
+
+def _report_share(
+    index: LogdirIndex, runs: list[RunIndex], checkpoints: list[str] | None, count: int
+) -> list[tuple[str, str, tuple[int, int, int]]]:
+    """`(run name, its part serialised, (histogram tags, collisions, warnings))` for each of `runs` (see
+    `report_runs`)."""
+    parts = []
+    for run, part in report_runs(index, runs, checkpoints, count):
+        published = part.published
+        counts = (published["histogram_tags"], len(published["collisions"]), len(published["warnings"]))
+        parts.append((run.name, json.dumps(published), counts))
+    return parts
 
 
 def read_logdir(

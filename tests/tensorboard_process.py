@@ -28,12 +28,20 @@ def tensorboard(logdir: Path | str, *flags: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def tensorboard_process(logdir: Path | str, *flags: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """As `tensorboard`, yielding the process too, for tests of how it ends; it is stopped on the way out."""
+def tensorboard_process(
+    logdir: Path | str, *flags: str, setup: str | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As `tensorboard`, yielding the process too, for tests of how it ends; it is stopped on the way out.
+    `setup`: Python run in TensorBoard's process before TensorBoard's own main (to lower a threshold)."""
     names = [ep.name for ep in importlib.metadata.entry_points(group="tensorboard_plugins")]
     if "varscope" not in names:
         pytest.fail("the `varscope` entry point is not installed: run `pip install -e .` first", pytrace=False)
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", "0", *flags]
+    main = (
+        ["-m", "tensorboard.main"]
+        if setup is None
+        else ["-c", f"{setup}\nimport tensorboard.main\ntensorboard.main.run_main()"]
+    )
+    command = [sys.executable, *main, "--logdir", str(logdir), "--port", "0", *flags]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     found: list[str] = []

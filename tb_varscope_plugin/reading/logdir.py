@@ -84,6 +84,14 @@ class LogdirIndex:
         self._versions: dict[str, tuple | None] = {}  # event file path -> its version as the last walk saw it
         self.lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        # Pickled for a process that reads some of its runs (the tab's first pass): everything but the lock.
+        return {name: value for name, value in self.__dict__.items() if name != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
     def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
         """Finds new runs and event files, and reads what every file has gained since the last call.
 
@@ -124,6 +132,15 @@ class LogdirIndex:
                 self._read_as_of(f)
             for run in runs:
                 run.read_done([read.get(id(f), False) for f in run.files])
+
+    def restore_run(self, run: RunIndex, states: list[tuple], gained: bool) -> None:
+        """Takes what another process read of `run`'s files, from this index pickled as it stands (each file's
+        `EventFile.snapshot()`, in `run.files` order, and whether any values arrived), as if read here."""
+        with self.lock:
+            for f, state in zip(run.files, states, strict=True):
+                f.restore(state)
+                self._read_as_of(f)
+            run.read_done([gained])
 
     def _discovered(self, progress: Callable[[str], None] | None) -> Iterator[RunIndex]:
         """Each run the walk finds, its event files taken (new ones unread); then runs not found are dropped."""

@@ -52,6 +52,22 @@ class Series:
     def __len__(self) -> int:
         return self._size
 
+    def __getstate__(self) -> tuple:
+        # As forked and spawned readers send a series back: its values as bytes with their layout, so the far side
+        # makes no dtype per series (unpickling one costs more than the values) and shares one per layout, as
+        # here. The lanes are worked out again there when asked for.
+        rows = self._rows[: self._size]
+        indices = None if self._indices is None else self._indices[: self._size].tobytes()
+        return rows.tobytes(), rows.dtype["step"].char, rows.dtype["offset"].char, indices, self.encoding
+
+    def __setstate__(self, state: tuple) -> None:
+        rows, step, offset, indices, self.encoding = state
+        # Copied into writable memory: a series read on goes on growing here.
+        self._rows = np.frombuffer(bytearray(rows), dtype=_row_type(step, offset))
+        self._size = len(self._rows)
+        self._indices = None if indices is None else np.frombuffer(bytearray(indices), dtype=np.uint32)
+        self._lanes = None
+
     @property
     def steps(self) -> np.ndarray:
         return self._rows["step"][: self._size]

@@ -9,8 +9,10 @@ import time
 import weakref
 
 from tb_varscope_plugin.reading.logdir import LogdirIndex
-from tb_varscope_plugin.report import Reporter
-from tb_varscope_plugin.schema import Report
+from tb_varscope_plugin.reading.run_index import RunIndex
+from tb_varscope_plugin.report import Reporter, RunPart, document
+from tb_varscope_plugin.schema import Report, RunReport
+from tb_varscope_plugin.server.first_pass import FirstPass
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class LiveReport:
         self._published_at = 0.0
         self._reader: threading.Thread | None = None
         self._closed = False
+        self._first_pass = FirstPass()
 
     def report(self) -> Report:
         """The last published report; `complete` is false until the first pass over the logdir has ended."""
@@ -51,9 +54,28 @@ class LiveReport:
         with self._reload_lock:
             if self._closed:  # the process is exiting: opening checkpoints again would undo `close`
                 return
-            self.index.reload(progress=self._publish_while_reading)
+            spawned = not self._read_once and self._spawned_pass()
+            if self._closed:
+                return
+            # After a spawned pass, what is left: runs of a process that failed, files that grew meanwhile.
+            self.index.reload(progress=None if spawned else self._publish_while_reading)
             self._read_once = True
             self._publish()
+
+    def _spawned_pass(self) -> bool:
+        """The first pass read by spawned processes where that pays (see `FirstPass`), the runs published as
+        they arrive; False if it was not."""
+        parts: dict[str, RunReport] = {}
+
+        def taken(run: RunIndex, part: RunPart) -> None:
+            parts[run.name] = part.published
+            if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
+                report = document(self.index.logdir, [], [parts[name] for name in sorted(parts)])
+                with self._report_lock:
+                    self._report = self._published(report)
+                self._published_at = time.monotonic()
+
+        return self._first_pass.run(self.index, self._reporter, taken)
 
     def start(self) -> None:
         """Starts the reader thread unless it runs already. Reading starts when someone opens the tab, not when
@@ -69,6 +91,7 @@ class LiveReport:
     def close(self) -> None:
         """Stops further passes and closes the checkpoints the reporter holds open (see `Reporter.close`)."""
         self._closed = True
+        self._first_pass.kill()
         locked = self._reload_lock.acquire(timeout=EXIT_WAIT_SECONDS)
         try:
             self._reporter.close()

@@ -1,0 +1,229 @@
+"""The tab's first pass by spawned processes gives the index and report that reading in TensorBoard's process gives,
+takes in their parts without building them again, and reads here whatever a process did not send."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import threading
+
+import numpy as np
+import pytest
+from damaged_checkpoints import colliding_run, copy_real
+from eventlogs import histogram_event, layered_run, write_events
+from test_read_processes import state
+
+from tb_varscope_plugin import report as report_module
+from tb_varscope_plugin.reading import logdir as logdir_module
+from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.reading.run_index import Series
+from tb_varscope_plugin.report import Reporter
+from tb_varscope_plugin.server import first_pass
+from tb_varscope_plugin.server import live as live_module
+from tb_varscope_plugin.server.live import LiveReport
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "posix_spawn"), reason="spawned readers need posix_spawn")
+
+
+@pytest.fixture
+def logdir(tmp_path):
+    """Runs with collisions, two beside real checkpoints, one with a file of two tags."""
+    for name, checkpoint in [("keras", "model.weights.h5"), ("torch", "model.safetensors")]:
+        copy_real(checkpoint, colliding_run(tmp_path / name, checkpoint, steps=3))
+    for run, sizes in [("a", [4, 8]), ("b", [16]), ("c", [3, 5, 7])]:
+        layered_run(str(tmp_path / run / "events.out.tfevents.1.x"), "kernel", sizes, steps=5)
+    values = np.linspace(0, 1, 10)
+    events = [histogram_event(s, tag, values) for s in range(3) for tag in ("k", "bias")]
+    write_events(str(tmp_path / "a" / "events.out.tfevents.2.x"), events)
+    return tmp_path
+
+
+@pytest.fixture
+def spawned(monkeypatch):
+    """Every first pass spawned, by two processes; the pids spawned."""
+    monkeypatch.setattr(first_pass, "SPAWN_MIN_BYTES", 0)
+    monkeypatch.setattr(report_module, "FORK_MIN_BYTES", 0)  # shared out by runs however small
+    monkeypatch.setattr(first_pass, "processes", lambda: 2)
+    pids = []
+    spawn = os.posix_spawn
+
+    def counted(*args, **kwargs):
+        pids.append(spawn(*args, **kwargs))
+        return pids[-1]
+
+    monkeypatch.setattr(os, "posix_spawn", counted)
+    return pids
+
+
+def first_pass_of(logdir):
+    index = LogdirIndex(str(logdir), contain_errors=True)
+    live = LiveReport(index, Reporter(index), reload_interval=0)
+    live.reload()
+    return index, live.report()
+
+
+def read_here(logdir):
+    """The first pass as TensorBoard's process reads it itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(first_pass, "SPAWN_MIN_BYTES", 1 << 62)
+        return first_pass_of(logdir)
+
+
+def test_a_spawned_first_pass_gives_the_index_and_report_of_one_read_here(logdir, spawned, monkeypatch):
+    expected_index, expected = read_here(logdir)
+    assert spawned == []
+    built = []
+    build = report_module.build_run_report
+    monkeypatch.setattr(report_module, "build_run_report", lambda *a: built.append(a) or build(*a))
+    files_read = []
+    reload_files = logdir_module.reload_files
+    monkeypatch.setattr(logdir_module, "reload_files", lambda files: files_read.extend(files) or reload_files(files))
+
+    index, report = first_pass_of(logdir)
+
+    assert len(spawned) == 2
+    assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert report["complete"] and report["summary"]["collisions"] >= 4
+    assert state(index) == state(expected_index)
+    # What the processes sent was taken in: this process read no event file and built no run's part.
+    assert files_read == [] and built == []
+    # The index is this process's own from here: a lane's values decode from it.
+    run = index.runs["a"]
+    assert run.decode_all(run.lane_refs("kernel", 1))[0].tolist() == (
+        expected_index.runs["a"].decode_all(expected_index.runs["a"].lane_refs("kernel", 1))[0].tolist()
+    )
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "import sys; sys.exit(3)",  # fails before it reads its job
+        "import sys; sys.stdin.buffer.read(); sys.exit(3)",  # fails having read it
+        # sends a message cut short
+        "import sys; sys.stdin.buffer.read(); sys.stdout.buffer.write((100).to_bytes(8, 'little') + b'xx')",
+    ],
+)
+def test_runs_a_spawned_process_did_not_send_are_read_here(logdir, spawned, monkeypatch, entry):
+    _, expected = read_here(logdir)
+    monkeypatch.setattr(first_pass, "ENTRY", entry)
+    _, report = first_pass_of(logdir)
+    assert len(spawned) == 2
+    assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def test_partial_reports_of_a_spawned_pass_show_only_runs_taken_in(logdir, spawned, monkeypatch):
+    monkeypatch.setattr(live_module, "PUBLISH_INTERVAL", 0)
+    index = LogdirIndex(str(logdir), contain_errors=True)
+    live = LiveReport(index, Reporter(index), reload_interval=0)
+    shown = []
+    restore = LogdirIndex.restore_run
+
+    def watched(self, run, states, gained):
+        report = live.report()  # what the tab shows before this run is taken in
+        shown.append((report["complete"], sorted(r["run"] for r in report["runs"]), sorted(taken)))
+        restore(self, run, states, gained)
+        taken.add(run.name)
+
+    taken: set[str] = set()
+    monkeypatch.setattr(LogdirIndex, "restore_run", watched)
+    live.reload()
+    assert len(shown) == 5
+    assert all(not complete and runs == before for complete, runs, before in shown)
+    assert live.report()["complete"] and len(live.report()["runs"]) == 5
+
+
+def test_closing_ends_a_spawned_pass_under_way(logdir, spawned, monkeypatch):
+    monkeypatch.setattr(first_pass, "ENTRY", "import time; time.sleep(600)")
+    index = LogdirIndex(str(logdir), contain_errors=True)
+    live = LiveReport(index, Reporter(index), reload_interval=0)
+    reader = threading.Thread(target=live.reload)
+    reader.start()
+    for _ in range(6000):
+        if len(spawned) == 2 or not reader.is_alive():
+            break
+        reader.join(0.01)
+    live.close()  # as at TensorBoard's exit
+    reader.join(60)
+    assert not reader.is_alive()
+    for pid in spawned:  # killed and reaped
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_no_process_is_spawned_for_little_to_read_or_a_remote_logdir(logdir, monkeypatch):
+    spawns = []
+    monkeypatch.setattr(os, "posix_spawn", lambda *a, **k: spawns.append(a))
+    monkeypatch.setattr(first_pass, "processes", lambda: 2)
+    first_pass_of(logdir)  # a few kilobytes: below SPAWN_MIN_BYTES
+    monkeypatch.setattr(first_pass, "SPAWN_MIN_BYTES", 0)
+    monkeypatch.setattr(first_pass, "is_local", lambda path: False)
+    first_pass_of(logdir)
+    monkeypatch.setattr(first_pass, "is_local", lambda path: True)
+    monkeypatch.setattr(first_pass, "processes", lambda: 1)
+    first_pass_of(logdir)
+    assert spawns == []
+
+
+def test_a_series_pickles_to_its_values_and_the_shared_layout():
+    series = Series("tensor")
+    steps = np.array([0, 1, 1, 2**40], dtype=np.int64)  # a step past int32: the wide layout
+    series.append(steps, np.arange(4.0), np.array([8, 9, 10, 11]), np.array([0, 0, 1, 0], dtype=np.uint32))
+    series.lanes()
+    back = pickle.loads(pickle.dumps(series))
+    for field in ("steps", "wall_times", "offsets", "indices"):
+        assert getattr(back, field).tolist() == getattr(series, field).tolist()
+    assert back._rows.dtype is series._rows.dtype  # one dtype object per layout, as in the process that read it
+    assert back._lanes is None and back.lanes().most == 2
+    back.append(np.array([7]), np.array([1.0]), np.array([12]), np.array([0], dtype=np.uint32))  # grows on here
+    assert back.steps.tolist() == [0, 1, 1, 2**40, 7]
+
+
+@pytest.mark.slow
+def test_a_real_tensorboard_spawns_its_first_pass_and_serves_the_scans_report(logdir):
+    """In TensorBoard's own threaded process (the threshold lowered there so a small logdir is shared out), the
+    first pass is read by spawned processes, and the tab's report and a lane's histograms are the scan's."""
+    from tensorboard_process import get_json, tensorboard_process
+
+    from tb_varscope_plugin import scan
+
+    setup = (
+        "from tb_varscope_plugin import report; from tb_varscope_plugin.server import first_pass\n"
+        "first_pass.SPAWN_MIN_BYTES = report.FORK_MIN_BYTES = 0; first_pass.processes = lambda: 2"
+    )
+    readers: set[int] = set()
+    with tensorboard_process(logdir, setup=setup) as (base, process):
+        for _ in range(6000):
+            readers.update(_readers_of(process.pid))
+            tab = get_json(base, "data/plugin/varscope/report")
+            if tab["complete"]:
+                break
+        lane = get_json(base, "data/plugin/varscope/histograms", run="c", tag="kernel", lane="2")
+    assert readers, "no first-pass reader was seen among TensorBoard's children"
+    expected = scan(str(logdir))
+    assert json.dumps({**tab, "complete": None}, sort_keys=True) == json.dumps(
+        {**expected, "complete": None}, sort_keys=True
+    )
+    index = LogdirIndex(str(logdir))
+    index.reload()
+    run = index.runs["c"]
+    refs = run.lane_refs("kernel", 2)
+    assert [[step, buckets] for _, step, buckets in lane] == [
+        [ref.step, b.tolist()] for ref, b in zip(refs, run.decode_all(refs), strict=True)
+    ]
+
+
+def _readers_of(pid: int) -> set[int]:
+    """TensorBoard's children that are first-pass readers (RustBoard's data server is another child)."""
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                pids = children.read().split()
+            for child in pids:
+                with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                    if first_pass.ENTRY.encode() in cmdline.read():
+                        found.add(int(child))
+        except FileNotFoundError:
+            continue  # a thread or a child that ended meanwhile
+    return found
