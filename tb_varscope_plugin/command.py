@@ -4,6 +4,7 @@ back ends before it imports anything that imports TensorBoard's filesystem layer
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from tb_varscope_plugin.startup import defer_remote_back_ends
@@ -20,6 +21,9 @@ def read_share() -> None:
     """A process the VarScope tab spawned to read a share of its first pass (see `server/first_pass.py`): its job
     on standard input, what it read on standard output, which nothing else may write to."""
     defer_remote_back_ends()  # the tab spawns these for local logdirs only
+    # Ctrl-C in TensorBoard's terminal reaches this process too: ending it is TensorBoard's part (at exit it kills
+    # the readers it started), and a reader whose TensorBoard is gone ends at its next write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from tb_varscope_plugin.server.first_pass import serve
 
     sink = os.fdopen(os.dup(1), "wb")

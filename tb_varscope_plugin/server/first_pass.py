@@ -50,9 +50,12 @@ class FirstPass:
         count = processes()
         if count < 2 or not _can_spawn() or not all(is_local(root) for root in index.roots):
             return False
-        runs = sorted(index.discover(), key=lambda run: run.name)
-        if sum(index.unread_bytes(run) for run in runs) < SPAWN_MIN_BYTES:
+        # Weighed on a walk of its own: a pass not spawned leaves `index` as it was, so the in-process pass finds
+        # its runs as it reads them (a partial report must not show runs found but not read yet).
+        probe = LogdirIndex(index.logdir, index.run_filter, index.roots)
+        if sum(probe.unread_bytes(run) for run in probe.discover()) < SPAWN_MIN_BYTES:
             return False
+        runs = sorted(index.discover(), key=lambda run: run.name)
         groups = shares(index, runs, count)
         # One share holding everything (a single large run) is read by its process with every core.
         each = count if len(groups) == 1 else 1
