@@ -95,6 +95,25 @@ def test_a_spawned_first_pass_gives_the_index_and_report_of_one_read_here(logdir
     )
 
 
+def test_a_logdir_spec_is_shared_out_under_its_names(logdir, spawned):
+    """`--logdir_spec name1:dir1,name2:dir2`: the spawned processes find the runs under the names the index gives."""
+    roots = {str(logdir / "a"): "first", str(logdir / "keras"): "second"}
+
+    def first_pass_of_spec():
+        index = LogdirIndex("spec", None, roots, contain_errors=True)
+        live = LiveReport(index, Reporter(index), reload_interval=0)
+        live.reload()
+        return live.report()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(first_pass, "SPAWN_MIN_BYTES", 1 << 62)
+        expected = first_pass_of_spec()
+    report = first_pass_of_spec()
+    assert len(spawned) == 1  # two runs of unequal size: one share, read by its process with every core
+    assert [run["run"] for run in report["runs"]] == ["first/.", "second/run"]  # as TensorBoard names them
+    assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
 @pytest.mark.parametrize(
     "entry",
     [
