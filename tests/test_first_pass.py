@@ -170,6 +170,12 @@ def test_closing_ends_a_spawned_pass_under_way(logdir, spawned, monkeypatch):
             os.waitpid(pid, os.WNOHANG)
 
 
+def test_no_more_processes_are_spawned_than_have_enough_to_read(logdir, spawned, monkeypatch):
+    monkeypatch.setattr(first_pass, "processes", lambda: 8)
+    first_pass_of(logdir)  # a few kilobytes: far less than SHARE_MIN_BYTES for each of 8
+    assert len(spawned) == 2
+
+
 def test_no_process_is_spawned_for_little_to_read_or_a_remote_logdir(logdir, monkeypatch):
     spawns = []
     monkeypatch.setattr(os, "posix_spawn", lambda *a, **k: spawns.append(a))

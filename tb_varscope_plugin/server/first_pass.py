@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-import select
+import selectors
 import signal
 import sys
 import threading
@@ -29,6 +29,8 @@ from tb_varscope_plugin.report import Reporter, RunPart, processes, report_runs,
 # Less to read than this, and starting the processes (0.3 s before they read) costs what sharing the work saves.
 # Measured on 2 cores: 177 MB in 1,000 runs gained nothing; 443 MB in one run 14%, 1.6 GB in five 30%.
 SPAWN_MIN_BYTES = 256 << 20
+# And no more processes than give each this much to read: each costs its start and about 40 MB while it lives.
+SHARE_MIN_BYTES = 64 << 20
 # What a spawned process runs: its remote back ends deferred, then `serve` on its standard streams.
 ENTRY = "from tb_varscope_plugin.command import read_share; read_share()"
 _LENGTH = 8  # each message: its length (little-endian), then its pickle
@@ -53,8 +55,10 @@ class FirstPass:
         # Weighed on a walk of its own: a pass not spawned leaves `index` as it was, so the in-process pass finds
         # its runs as it reads them (a partial report must not show runs found but not read yet).
         probe = LogdirIndex(index.logdir, index.run_filter, index.roots)
-        if sum(probe.unread_bytes(run) for run in probe.discover()) < SPAWN_MIN_BYTES:
+        unread = sum(probe.unread_bytes(run) for run in probe.discover())
+        if unread < SPAWN_MIN_BYTES:
             return False
+        count = max(2, min(count, unread // SHARE_MIN_BYTES))
         runs = sorted(index.discover(), key=lambda run: run.name)
         groups = shares(index, runs, count)
         # One share holding everything (a single large run) is read by its process with every core.
@@ -108,12 +112,16 @@ class FirstPass:
         """Each message the children send, unpickled, as it arrives from any of them, until every one has ended
         (each is reaped as its output ends). A message cut short by a child's end is dropped."""
         buffers = {pipe: bytearray() for pipe in children}
+        listening = selectors.DefaultSelector()  # not select(): TensorBoard may hold descriptors past 1024
+        for pipe in children:
+            listening.register(pipe, selectors.EVENT_READ)
         try:
             while buffers:
-                ready, _, _ = select.select(list(buffers), [], [])
-                for pipe in ready:
+                for key, _ in listening.select():
+                    pipe = key.fd
                     chunk = os.read(pipe, 1 << 20)
                     if not chunk:
+                        listening.unregister(pipe)
                         del buffers[pipe]
                         self._reap(pipe, children[pipe])
                         continue
@@ -129,15 +137,16 @@ class FirstPass:
                         del buffer[:end]
                         yield message
         finally:
+            listening.close()
             for pipe in buffers:  # left early (an error here): end the rest
                 os.kill(children[pipe], signal.SIGKILL)
                 self._reap(pipe, children[pipe])
 
     def _reap(self, pipe: int, pid: int) -> None:
         os.close(pipe)
-        os.waitpid(pid, 0)
         with self._lock:
-            self._pids.discard(pid)
+            self._pids.discard(pid)  # before it is reaped: `kill` never signals a pid the system may give anew
+        os.waitpid(pid, 0)
 
 
 def serve(source: BinaryIO, sink: BinaryIO) -> None:
