@@ -13,10 +13,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tb_varscope_plugin.server.live import READER_THREAD
 
 SCENARIOS_SCRIPT = Path(__file__).with_name("scenarios.py")
 
@@ -132,3 +135,14 @@ def failing_children(monkeypatch: pytest.MonkeyPatch) -> None:
         return dumps(*args, **kwargs)
 
     monkeypatch.setattr(parallel.pickle, "dumps", fail_in_child)
+
+
+@pytest.fixture(autouse=True)
+def no_reader_left_running() -> Iterator[None]:
+    """A test whose request started the tab's reader (reload interval 0: one pass) lets it end before the next
+    test: a reader thread still running there would keep that test's readers from forking (a fork copies locks
+    another thread may hold), and its counts from adding up."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name == READER_THREAD:
+            thread.join(60)

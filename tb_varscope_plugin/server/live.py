@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 # While a large logdir is first read, the report is republished this often so the tab fills in run by run.
 PUBLISH_INTERVAL = 1.0
+# The reader thread's name, as TensorBoard's thread dumps show it.
+READER_THREAD = "varscope-reader"
 # At exit, how long to let a pass in progress finish before its checkpoints are closed under it.
 EXIT_WAIT_SECONDS = 5.0
 
@@ -83,7 +85,7 @@ class LiveReport:
         with self._report_lock:
             if self._reader is not None:
                 return
-            self._reader = threading.Thread(target=self._read_forever, name="varscope-reader", daemon=True)
+            self._reader = threading.Thread(target=self._read_forever, name=READER_THREAD, daemon=True)
         # The reader is a daemon thread still alive when TensorBoard exits: close what it holds open first.
         atexit.register(_close_at_exit, weakref.ref(self))
         self._reader.start()
