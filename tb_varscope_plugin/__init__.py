@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; at run time `scan` is imported when first asked for
+    from tb_varscope_plugin.report import scan
 
 __all__ = ["scan"]
 
