@@ -3,6 +3,7 @@ back ends before it imports anything that imports TensorBoard's filesystem layer
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -14,7 +15,11 @@ def main() -> int:
     defer_remote_back_ends()  # before anything imports TensorBoard's filesystem layer (see startup.py)
     from tb_varscope_plugin.cli import main as cli_main
 
-    return cli_main()
+    code = cli_main()
+    # The process ends here: the interpreter's last collections would walk every object still alive (0.05 s of a
+    # 0.4 s scan) to free what the exit frees anyway. Everything the commands write is closed before they return.
+    gc.freeze()
+    return code
 
 
 def read_share() -> None:
