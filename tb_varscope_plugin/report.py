@@ -103,8 +103,10 @@ class Reporter:
         self._walk_pass()
         published = self._run_report(run)
         made = self._runs.pop(run.name, None)
-        kept = made is not None and made[3] is published
-        return RunPart(published, (made[0][2], made[1], made[2]) if made is not None and kept else None)
+        if made is None or made[3] is not published:  # the last part shown again, with a warning
+            return RunPart(published, None)
+        key, report, extra, _ = made
+        return RunPart(published, (key[2], report, extra))
 
     def adopt(self, run: RunIndex, part: RunPart) -> None:
         """Keeps `part`, made by another process's reporter from the same values of `run`, as if made here: the

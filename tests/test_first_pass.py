@@ -131,6 +131,28 @@ def test_runs_a_spawned_process_did_not_send_are_read_here(logdir, spawned, monk
     assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
 
 
+def test_a_process_that_cannot_be_started_leaves_the_pass_to_this_process(logdir, spawned, monkeypatch):
+    _, expected = read_here(logdir)
+    spawn = os.posix_spawn
+    calls = []
+
+    def second_fails(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError(11, "Resource temporarily unavailable")
+        return spawn(*args, **kwargs)
+
+    monkeypatch.setattr(os, "posix_spawn", second_fails)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    _, report = first_pass_of(logdir)
+    assert len(calls) == 2
+    assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # every pipe of both closed
+    assert len(spawned) == 1
+    with pytest.raises(ChildProcessError):  # the one started was killed and reaped
+        os.waitpid(spawned[0], os.WNOHANG)
+
+
 def test_partial_reports_of_a_spawned_pass_show_only_runs_taken_in(logdir, spawned, monkeypatch):
     monkeypatch.setattr(live_module, "PUBLISH_INTERVAL", 0)
     index = LogdirIndex(str(logdir), contain_errors=True)

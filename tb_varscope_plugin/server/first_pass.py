@@ -83,29 +83,31 @@ class FirstPass:
                 os.kill(pid, signal.SIGKILL)
 
     def _spawn(self, jobs: list[Job]) -> dict[int, int]:
-        """Starts one process per job, then hands each its job: `{its output pipe: its pid}`."""
-        started: list[tuple[int, int, int]] = []
-        with self._lock:
-            if self._killed:
-                return {}
-            for _ in jobs:
-                job_read, job_write = os.pipe()
-                out_read, out_write = os.pipe()
+        """Starts one process per job, then hands each its job: `{its output pipe: its pid}`. Where a process
+        cannot be started, those started are killed and reaped, and the error is raised."""
+        started: list[list[int]] = []  # [pid, the write end of its job pipe (-1 once handed over), its output]
+        try:
+            with self._lock:
+                if self._killed:
+                    return {}
+                for _ in jobs:
+                    started.append(list(_start()))
+                    self._pids.add(started[-1][0])
+            for child, job in zip(started, jobs, strict=True):
+                sink = os.fdopen(child[1], "wb")
+                child[1] = -1
                 try:
-                    actions = [(os.POSIX_SPAWN_DUP2, job_read, 0), (os.POSIX_SPAWN_DUP2, out_write, 1)]
-                    argv = [sys.executable, "-c", ENTRY]
-                    pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions)
-                finally:
-                    os.close(job_read)
-                    os.close(out_write)
-                self._pids.add(pid)
-                started.append((pid, job_write, out_read))
-        for (_, job_write, _), job in zip(started, jobs, strict=True):
-            try:
-                with os.fdopen(job_write, "wb") as sink:
-                    pickle.dump(job, sink, protocol=pickle.HIGHEST_PROTOCOL)
-            except BrokenPipeError:
-                pass  # it failed before it read its job: its output ends at once, and its runs are read here
+                    with sink:
+                        pickle.dump(job, sink, protocol=pickle.HIGHEST_PROTOCOL)
+                except BrokenPipeError:
+                    pass  # it failed before it read its job: its output ends at once, and its runs are read here
+        except BaseException:
+            for pid, job_write, out_read in started:
+                if job_write >= 0:
+                    os.close(job_write)
+                os.kill(pid, signal.SIGKILL)
+                self._reap(out_read, pid)
+            raise
         return {out_read: pid for pid, _, out_read in started}
 
     def _messages(self, children: dict[int, int]) -> Iterator[tuple]:
@@ -163,6 +165,28 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
             sink.flush()
         except BrokenPipeError:
             return  # TensorBoard has gone: nobody is left to tell
+
+
+def _start() -> tuple[int, int, int]:
+    """Spawns one reader: `(its pid, the write end of its job pipe, the read end of its output)`."""
+    job_read, job_write = os.pipe()
+    try:
+        out_read, out_write = os.pipe()
+    except BaseException:
+        os.close(job_read)
+        os.close(job_write)
+        raise
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, job_read, 0), (os.POSIX_SPAWN_DUP2, out_write, 1)]
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-c", ENTRY], os.environ, file_actions=actions)
+    except BaseException:
+        os.close(job_write)
+        os.close(out_read)
+        raise
+    finally:
+        os.close(job_read)
+        os.close(out_write)
+    return pid, job_write, out_read
 
 
 def _share_of(index: LogdirIndex, runs: list[RunIndex]) -> LogdirIndex:

@@ -80,7 +80,14 @@ class LiveReport:
                     self._report = self._published(report)
                 self._published_at = time.monotonic()
 
-        return self._first_pass.run(self.index, self._reporter, taken)
+        try:
+            return self._first_pass.run(self.index, self._reporter, taken)
+        except Exception:
+            # A process could not be started (no memory, too many open files) or the pass broke otherwise: what
+            # was taken in stays, the rest is read here. True: runs were found that are not read yet, so no
+            # partial report is published until they are.
+            logger.exception("VarScope: the first pass's readers failed; reading in TensorBoard's process")
+            return True
 
     def start(self) -> None:
         """Starts the reader thread unless it runs already. Reading starts when someone opens the tab, not when
