@@ -1,6 +1,5 @@
 """Reading a logdir's files in forked processes gives the index that reading them in turn gives."""
 
-import gc
 import os
 import time
 
@@ -148,27 +147,3 @@ def test_the_tab_fills_in_run_by_run_while_the_first_pass_reads(logdir, monkeypa
     monkeypatch.setattr(live, "_publish", watched)
     live.reload()
     assert shown == [(False, ["a"]), (False, ["a", "b"]), (False, ["a", "b", "c"]), (True, ["a", "b", "c"])]
-
-
-def test_the_collector_is_held_off_while_a_report_is_built_and_only_then(logdir, monkeypatch):
-    index = LogdirIndex(str(logdir))
-    reporter = Reporter(index)
-    live = LiveReport(index, reporter, reload_interval=0)
-    seen = []
-    report = reporter.report
-
-    def watched():
-        seen.append(gc.isenabled())
-        return report()
-
-    monkeypatch.setattr(reporter, "report", watched)
-    live.reload()
-    assert seen and not any(seen) and gc.isenabled()  # a partial report, then the whole one
-
-    def failing():
-        raise RuntimeError("a report that fails")
-
-    monkeypatch.setattr(reporter, "report", failing)
-    with pytest.raises(RuntimeError):
-        live.reload()
-    assert gc.isenabled()

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
-import gc
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import RunIndex
@@ -133,8 +130,7 @@ class LiveReport:
         return {**report, "complete": self._read_once}
 
     def _publish(self) -> None:
-        with _collector_paused():
-            source = self._reporter.report()
+        source = self._reporter.report()
         # An unchanged report stays the published object, so what the routes made of it (bytes, ETag) stays valid.
         if source is not self._source or self._report["complete"] != self._read_once:
             report = self._published(source)
@@ -154,26 +150,6 @@ class LiveReport:
             if not self._reload_interval:
                 return
             time.sleep(self._reload_interval)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector held off while a report is built, then left to run as before.
-
-    Building a report makes many small dicts and lists, which set off full collections, and a full collection walks
-    every object the process holds: in a TensorBoard that imported TensorFlow, 380,000 before VarScope's own. The
-    report of 1,000 runs took 0.35-0.37 s so, and 0.55-0.64 s with the collections it set off. A build lasts
-    seconds at most (it redoes only the runs that changed); what other threads leave as cyclic garbage meanwhile
-    is collected once it ends.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _close_at_exit(live: weakref.ref[LiveReport]) -> None:
