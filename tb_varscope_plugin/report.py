@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 # Runs are shared out among processes only when no process gets more than this many times its even share of bytes.
 UNEVEN = 1.25
+# Shares of at most this many runs are evened out by moving and swapping runs (see `_even_out`); with more, the runs
+# are small beside a share and largest-first leaves the shares within one run of even.
+EVENED_RUNS = 64
 # Read by several processes at once, the runs of a logdir that does not share out by runs are read up to this many
 # bytes together (what is held meanwhile is their index: tens of bytes a value, a few percent of the files).
 READ_AHEAD_BYTES = 256 << 20
@@ -429,9 +432,38 @@ def shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[Ru
         least = loads.index(min(loads))
         groups[least].append(run)
         loads[least] += sizes[run.name]
+    if len(runs) <= EVENED_RUNS:
+        _even_out(groups, loads, sizes)
     if max(loads) > UNEVEN * total / len(groups):
         return [runs]
     return groups
+
+
+def _even_out(groups: list[list[RunIndex]], loads: list[int], sizes: dict[str, int]) -> None:
+    """Moves a run, or swaps two, between the fullest share and the emptiest while that lowers the fuller of the
+    two: largest-first alone leaves five runs of 29-35 MB at 93 / 64 MB, where 87 / 70 is possible."""
+    for _ in range(sum(map(len, groups))):
+        full, empty = loads.index(max(loads)), loads.index(min(loads))
+        gap = loads[full] - loads[empty]
+        best: tuple[int, int, int] | None = None  # (the pair's fuller load after, run from full, run from empty)
+        for i, a in enumerate(groups[full]):
+            for j, b in enumerate([None, *groups[empty]]):
+                moved = sizes[a.name] - (sizes[b.name] if b is not None else 0)
+                after = max(loads[full] - moved, loads[empty] + moved)
+                if 0 < moved < gap and (best is None or after < best[0]):
+                    best = (after, i, j)
+        if best is None:
+            return
+        _, i, j = best
+        a = groups[full].pop(i)
+        groups[empty].append(a)
+        moved = sizes[a.name]
+        if j:
+            b = groups[empty].pop(j - 1)
+            groups[full].append(b)
+            moved -= sizes[b.name]
+        loads[full] -= moved
+        loads[empty] += moved
 
 
 def _read_ahead(index: LogdirIndex, runs: list[RunIndex], start: int, count: int) -> int:

@@ -8,10 +8,13 @@ import time
 import numpy as np
 import pytest
 from eventlogs import histogram_event, layered_run, write_events
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tb_varscope_plugin import report as report_module
 from tb_varscope_plugin.reading import parallel
 from tb_varscope_plugin.reading.logdir import LogdirIndex
+from tb_varscope_plugin.reading.run_index import RunIndex
 from tb_varscope_plugin.report import Reporter, scan, scan_json
 
 save_file = pytest.importorskip("safetensors.numpy").save_file
@@ -176,3 +179,39 @@ def test_a_child_still_silent_long_after_the_first_answered_is_stopped_and_its_s
     started = time.monotonic()
     assert scan(str(logdir)) == json.loads(json.dumps(reference(logdir)))
     assert len(shares) == 2 and time.monotonic() - started < 60  # whichever share is stuck, not an hour
+
+
+class _Sized:
+    """An index as `shares` sees it: bytes to read per run."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes = sizes
+
+    def unread_bytes(self, run: RunIndex) -> int:
+        return self.sizes[run.name]
+
+
+def _loads(sizes: dict[str, int], count: int) -> list[int]:
+    runs = [RunIndex(name, f"/logs/{name}") for name in sizes]
+    groups = report_module.shares(_Sized(sizes), runs, count)
+    assert sorted(run.name for group in groups for run in group) == sorted(sizes)  # each run in one share
+    return sorted((sum(sizes[run.name] for run in group) for group in groups), reverse=True)
+
+
+def test_runs_are_evened_out_beyond_largest_first(monkeypatch):
+    monkeypatch.setattr(report_module, "FORK_MIN_BYTES", 0)
+    # The shape of size150: largest-first gives 93 / 64, a swap gives 87 / 70.
+    assert _loads({"keras2": 35, "tf": 35, "keras3": 29, "resumed": 29, "torch": 29}, 2) == [87, 70]
+
+
+@settings(max_examples=int(os.environ.get("VARSCOPE_FUZZ_EXAMPLES", "100")), deadline=None)
+@given(st.lists(st.integers(1, 1000), min_size=2, max_size=20), st.integers(2, 4))
+def test_evening_out_never_leaves_a_share_fuller_than_largest_first(sizes, count):
+    named = {f"run{i}": size for i, size in enumerate(sizes)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report_module, "FORK_MIN_BYTES", 0)
+        patch.setattr(report_module, "UNEVEN", float("inf"))
+        evened = _loads(named, count)
+        patch.setattr(report_module, "EVENED_RUNS", 0)
+        largest_first = _loads(named, count)
+    assert evened[0] <= largest_first[0]

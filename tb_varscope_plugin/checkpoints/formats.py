@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from tensorboard.compat.tensorflow_stub.io import gfile
 
-from tb_varscope_plugin.checkpoints import safetensors_file, saved_model, tf_bundle, torch_pickle
+from tb_varscope_plugin.checkpoints import saved_model, tf_bundle
 from tb_varscope_plugin.checkpoints.discovery import (
     KERAS_SUFFIXES,
     SAFETENSORS_SUFFIX,
@@ -78,13 +78,17 @@ def _read(path: str) -> Checkpoint:
     exported = saved_model.saved_model_of(path)
     if exported is not None:
         return saved_model.read_saved_model(exported)
+    # Each reader is imported when a file of its kind is read: most logdirs hold none of most kinds, and a scan's
+    # start-up would pay for all of them (h5py, with HDF5 under it, is a sixth of a scan's memory).
     if path.endswith(TORCH_SUFFIXES):
+        from tb_varscope_plugin.checkpoints import torch_pickle
+
         return torch_pickle.read_torch(path)
     if path.endswith(SAFETENSORS_SUFFIX):
+        from tb_varscope_plugin.checkpoints import safetensors_file
+
         return safetensors_file.read_safetensors(path)
     if path.endswith(KERAS_SUFFIXES):
-        # Imported here: h5py (and HDF5 under it) is a sixth of a scan's memory and a tenth of its start-up, and
-        # most logdirs hold no Keras file.
         from tb_varscope_plugin.checkpoints import keras_h5
 
         return keras_h5.read_keras_archive(path) if path.endswith(".keras") else keras_h5.read_weights_h5(path)
