@@ -233,20 +233,29 @@ class Reporter:
         return published
 
 
-def document(logdir: str, warnings: list[ReportWarning], runs: list[RunReport]) -> Report:
-    """The report of `runs` (parts in the report's order) and the logdir's own `warnings`."""
+def document(
+    logdir: str, warnings: list[ReportWarning], runs: list[RunReport], counts: list[tuple[int, int, int]] | None = None
+) -> Report:
+    """The report of `runs` (parts in the report's order) and the logdir's own `warnings`. `counts`: each run's
+    `run_counts`, where the parts are held elsewhere (serialised) and `runs` is left empty."""
+    counts = [run_counts(run) for run in runs] if counts is None else counts
     return {
         "schema": SCHEMA,
         "logdir": logdir,
         "warnings": warnings,
         "summary": {
-            "runs": len(runs),
-            "histogram_tags": sum(r["histogram_tags"] for r in runs),
-            "collisions": sum(len(r["collisions"]) for r in runs),
-            "warnings": len(warnings) + sum(len(r["warnings"]) for r in runs),
+            "runs": len(counts),
+            "histogram_tags": sum(tags for tags, _, _ in counts),
+            "collisions": sum(collisions for _, collisions, _ in counts),
+            "warnings": len(warnings) + sum(run_warnings for _, _, run_warnings in counts),
         },
         "runs": runs,
     }
+
+
+def run_counts(part: RunReport) -> tuple[int, int, int]:
+    """What a run's part adds to the summary: (histogram tags, collisions, warnings)."""
+    return part["histogram_tags"], len(part["collisions"]), len(part["warnings"])
 
 
 def _as_before(run: RunIndex, cached: tuple | None, message: str) -> RunReport:
@@ -408,13 +417,7 @@ def scan_parts(
             parts += found if found is not None else _report_share(index, share, checkpoints, 1)
         parts.sort(key=lambda part: part[0])
     warnings = index.warnings()  # directories that could not be listed, entries passed over
-    report = document(index.logdir, warnings, [])
-    report["summary"] = {
-        "runs": len(parts),
-        "histogram_tags": sum(tags for _, _, (tags, _, _) in parts),
-        "collisions": sum(collisions for _, _, (_, collisions, _) in parts),
-        "warnings": len(warnings) + sum(run_warnings for _, _, (_, _, run_warnings) in parts),
-    }
+    report = document(index.logdir, warnings, [], [counts for _, _, counts in parts])
     return report, [(part, counts) for _, part, counts in parts]
 
 
@@ -508,12 +511,10 @@ def _report_share(
 ) -> list[tuple[str, str, tuple[int, int, int]]]:
     """`(run name, its part serialised, (histogram tags, collisions, warnings))` for each of `runs` (see
     `report_runs`)."""
-    parts = []
-    for run, part in report_runs(index, runs, checkpoints, count):
-        published = part.published
-        counts = (published["histogram_tags"], len(published["collisions"]), len(published["warnings"]))
-        parts.append((run.name, json.dumps(published), counts))
-    return parts
+    return [
+        (run.name, json.dumps(part.published), run_counts(part.published))
+        for run, part in report_runs(index, runs, checkpoints, count)
+    ]
 
 
 def read_logdir(
