@@ -126,23 +126,24 @@ class PositionedReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._handle = _open_regular(path) if is_local(path) else None
+        # A bare descriptor: reads are positioned (pread), so a file object's buffering would only cost its making.
+        self._fd = _open_regular(path) if is_local(path) else None
 
     def read(self, offset: int, size: int) -> bytes:
         """Up to `size` bytes at `offset`; raises what the filesystem layer raises."""
-        if self._handle is None:
+        if self._fd is None:
             return read_at(self.path, offset, size)
-        return os.pread(self._handle.fileno(), size, offset)
+        return os.pread(self._fd, size, offset)
 
     def size(self) -> int:
-        if self._handle is None:
+        if self._fd is None:
             return gfile.stat(self.path).length
-        return os.fstat(self._handle.fileno()).st_size
+        return os.fstat(self._fd).st_size
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> PositionedReader:
         return self
@@ -151,14 +152,14 @@ class PositionedReader:
         self.close()
 
 
-def _open_regular(path: str):
-    """`open(path, "rb")` for a regular file only: opening a FIFO would wait for a writer, holding whatever lock
-    the reader holds, so the file is opened without waiting and refused unless it is a regular file."""
+def _open_regular(path: str) -> int:
+    """A descriptor open for reading on a regular file only: opening a FIFO would wait for a writer, holding
+    whatever lock the reader holds, so the file is opened without waiting and refused unless it is a regular file."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
-        return os.fdopen(fd, "rb")
+        return fd
     except BaseException:
         os.close(fd)
         raise
