@@ -24,9 +24,9 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from test_bad_values import BAD_LEGACY, BAD_TENSORS, DT_DOUBLE, tensor
 
 from tb_varscope_plugin.filesystem import PositionedReader
-from tb_varscope_plugin.reading import parallel
+from tb_varscope_plugin.reading import parallel, run_index
 from tb_varscope_plugin.reading.records import FOOTER, HEADER, record_boundary
-from tb_varscope_plugin.reading.run_index import SKIPPED_SHOWN, EventFile
+from tb_varscope_plugin.reading.run_index import SKIPPED_SHOWN, EventFile, Series
 
 FUZZ = settings(
     max_examples=int(os.environ.get("VARSCOPE_FUZZ_EXAMPLES", "40")),
@@ -89,6 +89,8 @@ def state(f: EventFile) -> dict:
             (tag, s.encoding, *(c.tolist() for c in (s.steps, s.wall_times, s.offsets, s.indices)))
             for tag, s in f.series.items()
         ],
+        # As the report sees them: where appends knew a series' steps rise, its lanes were taken from that.
+        "lanes": [(tag, *lanes_of(s)) for tag, s in f.series.items()],
         "tags": f._tags,
         "tags()": f.tags(),
         "kinds": [(key, None if kind < 0 else f._tags[kind]) for key, kind in f._kinds.items()],
@@ -101,6 +103,18 @@ def state(f: EventFile) -> dict:
         "error": f.error,
         "restarted": f.restarted,
     }
+
+
+def lanes_of(s: Series) -> tuple:
+    """A series' lanes as the report reads them, and that they are what its steps make."""
+    steps, counts = s.step_counts()
+    lanes = [s.lane_positions(k).tolist() for k in range(s.lanes().most)]
+    assert _fields(s.lanes()) == _fields(run_index._Lanes.of(s.steps)), "the lanes kept are not the steps' lanes"
+    return steps.tolist(), counts.tolist(), lanes
+
+
+def _fields(lanes: run_index._Lanes) -> list:
+    return [value.tolist() if isinstance(value, np.ndarray) else value for value in vars(lanes).values()]
 
 
 def sequential(path: Path) -> tuple[bool, dict]:

@@ -7,6 +7,7 @@ any lane can be decoded later on demand without holding histograms in memory. In
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,11 +95,21 @@ class Series:
         wall_times: np.ndarray,
         offsets: np.ndarray,
         indices: np.ndarray,
-        bounds: tuple[int, int, int, bool] | None = None,
+        bounds: tuple[int, int, int, bool, bool] | None = None,
     ) -> None:
         """Adds values at the end, in write order. `bounds`, where the caller worked them out for many series at
-        once: the least and the greatest step, the greatest offset, and whether any index is not 0."""
+        once: the least and the greatest step, the greatest offset, whether any index is not 0, and whether the
+        steps rise from each value to the next."""
         n, size = len(steps), self._size
+        if not n:
+            return
+        # A series whose steps kept rising has one lane; told here from what the caller knows, it needs no
+        # look at its steps when the report asks (see `lanes`).
+        rising = False
+        if bounds is not None and bounds[4]:
+            lanes = self._lanes
+            known = lanes is not None and lanes.length == size and lanes.steps is None
+            rising = not size or (known and int(self._rows["step"][size - 1]) < bounds[0])
         steps_span, offsets_span = (None, None) if bounds is None else ((bounds[0], bounds[1]), (0, bounds[2]))
         step_type = _widest(self._rows.dtype["step"], steps, np.int32, steps_span)
         offset_type = _widest(self._rows.dtype["offset"], offsets, np.uint32, offsets_span)
@@ -120,6 +131,7 @@ class Series:
                 self._indices[:size] = kept
             self._indices[size : size + n] = indices
         self._size = size + n
+        self._lanes = _Lanes.rising(self._size) if rising else None
 
     def step_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Distinct steps and how many values each holds."""
@@ -158,9 +170,16 @@ class _Lanes:
     bounds: np.ndarray | None  # lane k is positions[bounds[k]:bounds[k + 1]]
 
     @staticmethod
+    @functools.lru_cache(maxsize=1 << 12)
+    def rising(length: int) -> _Lanes:
+        """The lanes of `length` values whose steps rise: one object for every such series of that length, as
+        they are the most and nothing in them depends on the steps."""
+        return _Lanes(length, None, None, 1, None, None)
+
+    @staticmethod
     def of(steps: np.ndarray) -> _Lanes:
         if len(steps) and bool((steps[1:] > steps[:-1]).all()):
-            return _Lanes(len(steps), None, None, 1, None, None)
+            return _Lanes.rising(len(steps))
         order = np.argsort(steps, kind="stable")  # stable: within a step, values stay in write order
         ordered = steps[order]
         # Where each distinct step starts in `ordered` (np.unique would sort again, and costs 10x on short series).
@@ -661,10 +680,16 @@ def _add_values(
     highs = np.maximum.reduceat(steps, firsts).tolist()
     far = np.maximum.reduceat(offsets, firsts).tolist()
     indexed = np.logical_or.reduceat(indices != 0, firsts).tolist()
+    # Whether each series' steps rise throughout: no fall or repeat from one value to the next within it.
+    falls = np.ones(len(steps), dtype=bool)
+    np.less_equal(steps[1:], steps[:-1], out=falls[1:])
+    falls[firsts] = False
+    rising = np.logical_not(np.logical_or.reduceat(falls, firsts)).tolist()
     for g, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         f = items[group_files[g]][0]
         s = f.series[f._tags[group_tags[g]]]
-        s.append(steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b], (lows[g], highs[g], far[g], indexed[g]))
+        ends = (lows[g], highs[g], far[g], indexed[g], rising[g])
+        s.append(steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b], ends)
 
 
 class RunIndex:
