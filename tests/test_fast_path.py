@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from eventlogs import histogram_event, layered_run, read_records, write_events
 from google.protobuf.message import DecodeError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
-from tb_varscope_plugin.reading import events, records
+from tb_varscope_plugin.reading import events, records, run_index
 from tb_varscope_plugin.reading.records import masked_crc32c
 from tb_varscope_plugin.reading.run_index import EventFile
 
@@ -229,3 +231,57 @@ def test_tensorboardx_logs_are_indexed_as_parsing_finds_them(tmp_path):
     (name,) = [n for n in os.listdir(tmp_path) if "tfevents" in n]
     found, damage = assert_same(str(tmp_path / name))
     assert damage is None and set(found) == {"weight", "bias", "0.weight"}
+
+
+FUZZ = settings(
+    max_examples=int(os.environ.get("VARSCOPE_FUZZ_EXAMPLES", "30")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+def written_histograms() -> list[bytes]:
+    """A tag's first value with its metadata, then values without, in both encodings, as writers write them, and
+    a tag whose every value carries its metadata (as summaries made with `histogram_pb` and written as they are)."""
+    rng = np.random.default_rng(2)
+    out = [event_pb2.Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString()]
+    for step in range(4):
+        for tag in ("dense/kernel", "é/bias", "every/kernel"):
+            value = tensor_value(tag, step, with_metadata=step == 0 or tag.startswith("every"))
+            out.append(event_pb2.Event(step=step, wall_time=1e9 + step, summary=summary(value)).SerializeToString())
+        legacy = histogram_event(step, "weight", rng.normal(size=5), legacy=True)
+        out.append(legacy.SerializeToString())
+    return out
+
+
+@FUZZ
+@given(st.data())
+def test_a_record_the_fast_path_reads_whole_parses_as_an_event(tmp_path, monkeypatch, data):
+    """The protobuf parser checks only the records the fast path did not read whole: each record it did read
+    whole must parse, whatever bytes changed under valid checksums (a wrong tag byte, a count, a length)."""
+    payloads = written_histograms()
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(1, len(payloads) - 1))
+        payload = bytearray(payloads[at])
+        position = data.draw(st.integers(0, len(payload) - 1))
+        payload[position] = data.draw(st.sampled_from([0x00, 0x80, 0xFF, 0xC3, 0x0A, 0x2A, 0x42, 0x4A, 0x08]))
+        payloads[at] = bytes(payload)
+    reads = []
+
+    def spied(items, raw, counts):
+        read = read_fast(items, raw, counts)
+        reads.append((items, read))
+        return read
+
+    read_fast = run_index._read_fast
+    monkeypatch.setattr(run_index, "_read_fast", spied)
+    path = str(tmp_path / f"events.out.tfevents.{len(os.listdir(tmp_path))}.host")
+    write_payloads(path, payloads)
+    assert_same(path)
+    checked = 0
+    for items, read in reads:
+        for record in np.flatnonzero(read.whole).tolist():
+            k = int(read.file_of[record])
+            events.parse_event(items[k][1].payloads[record - read.firsts[k]])  # raises DecodeError if not
+            checked += 1
+    assert checked or not reads

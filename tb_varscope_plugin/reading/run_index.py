@@ -28,6 +28,7 @@ STAGED_VALUES = 1 << 18
 BATCH_BYTES = 2 << 20
 # A file's values that do not decode are each a warning up to this many; past it they are counted, not listed.
 SKIPPED_SHOWN = 10
+TENSOR_FIELD = 0x42  # the key opening Summary.Value.tensor: field 8, length-delimited
 # Event files gone from a run's directory are each a warning, the latest this many.
 GONE_SHOWN = 20
 
@@ -520,42 +521,27 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     does, with the numpy work done once for all. `stage`: the values wait in `f._staged` for `_flush` (a file read
     block by block), else they go to their series at once. `joined`: the blocks' buffers in one, each block's at
     `at` (None: the one block's buffer, at 0)."""
-    counts = []
-    for f, block, _ in items:
-        # Every record is parsed, so one that does not parse is damage wherever its fields are read from.
-        count = events.parsed_prefix(block.payloads)
-        if count and f.origin is None and block.base + int(block.starts[0]) == 0:
-            f.origin = events.origin(block.payloads[0])
-        counts.append(count)
     # Every block's buffer in one, every record numbered in it, file after file.
     raw = items[0][1].data if joined is None else joined
     data = np.frombuffer(raw, dtype=np.uint8)
-    firsts = np.cumsum([0, *counts]).tolist()  # each block's first record
-    file_of = np.repeat(np.arange(len(items)), counts)
-    local = np.concatenate([block.starts[:count] for (_, block, _), count in zip(items, counts, strict=True)])
-    lengths = np.concatenate([block.lengths[:count] for (_, block, _), count in zip(items, counts, strict=True)])
-    starts = local + np.array([at + HEADER for _, _, at in items], dtype=np.int64)[file_of]
-    offsets = local + np.array([block.base for _, block, _ in items], dtype=np.int64)[file_of]  # in their files
-    fast = fast_path.single_values(data, starts, starts + lengths)
-    simple = np.flatnonzero(fast.key_of >= 0)
-    # Every value is checked here, so what the index holds decodes: the report, attribution and /histograms
-    # all see the same values, and a bad one is a warning of its file from the moment it is read. Values laid
-    # out as writers write them are checked from their bytes at once, the rest one at a time.
-    legacy = data.take(fast.tag_end[simple], mode="clip") == events.LEGACY_FIELD
-    plain = np.zeros(len(starts), dtype=bool)
-    plain[simple] = fast_path.plain_histograms(data, fast.value_start[simple], fast.value_end[simple], legacy)
-    # A tag-and-field key is told apart per file: `pair_of[i]`, record i's key in its file (-1 where not simple).
-    if len(items) == 1:
-        pair_of, pair_first, pair_bounds = fast.key_of, fast.key_first, [0, len(fast.key_first)]
-    else:
-        width = max(1, len(fast.key_first))
-        codes, first, group = np.unique(
-            file_of[simple] * width + fast.key_of[simple], return_index=True, return_inverse=True
-        )
-        pair_of = np.full(len(starts), -1, dtype=np.int64)
-        pair_of[simple] = group
-        pair_first = simple[first]
-        pair_bounds = np.searchsorted(codes // width, np.arange(len(items) + 1)).tolist()
+    held = [len(block.payloads) for _, block, _ in items]
+    read = _read_fast(items, data, held)
+    # Every record parses, or the file stops at the first that does not: damage wherever its fields are read from.
+    # The fast path read most in full (see `_read_fast`); the protobuf parser checks the rest.
+    unchecked = np.flatnonzero(~read.whole)
+    bounds = np.searchsorted(unchecked, read.firsts).tolist()
+    counts = []
+    for k, (f, block, _) in enumerate(items):
+        mine = (unchecked[bounds[k] : bounds[k + 1]] - read.firsts[k]).tolist()
+        parsed = events.parsed_prefix([block.payloads[i] for i in mine])
+        count = held[k] if parsed == len(mine) else mine[parsed]
+        if count and f.origin is None and block.base + int(block.starts[0]) == 0:
+            f.origin = events.origin(block.payloads[0])
+        counts.append(count)
+    if counts != held:
+        read = _read_fast(items, data, counts)
+    firsts, file_of, offsets, fast, plain = read.firsts, read.file_of, read.offsets, read.fast, read.plain
+    pair_of, pair_first, pair_bounds = read.pair_of, read.pair_first, read.pair_bounds
     raw_keys = zip(fast.tag_start[pair_first].tolist(), fast.tag_end[pair_first].tolist(), strict=True)
     keys = [raw[start : end + 1] for start, end in raw_keys]
     key_first = pair_first.tolist()
@@ -625,6 +611,59 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     if any(added):
         _add_values(items, raw, fast, fast_records, tag_ids, file_of, offsets, slows, stage)
     return added
+
+
+@dataclass(frozen=True)
+class _FastRead:
+    """What the fast path reads of the first `counts[k]` records of each block of a batch (see `_read_fast`)."""
+
+    firsts: list[int]  # each block's first record, records numbered file after file
+    file_of: np.ndarray  # each record's block
+    offsets: np.ndarray  # each record's offset in its file
+    fast: fast_path.SingleValues
+    plain: np.ndarray  # bool: a single histogram value checked from its bytes (`fast_path.plain_histograms`)
+    pair_of: np.ndarray  # each record's tag-and-field key in its file, -1 where not simple
+    pair_first: np.ndarray  # each key's first record
+    pair_bounds: list[int]  # block k's keys are pair_first[pair_bounds[k]:pair_bounds[k + 1]]
+    whole: np.ndarray  # bool: the record certainly parses as an event (see below)
+
+
+def _read_fast(items: list[tuple[EventFile, Block, int]], data: np.ndarray, counts: list[int]) -> _FastRead:
+    firsts = np.cumsum([0, *counts]).tolist()
+    file_of = np.repeat(np.arange(len(items)), counts)
+    local = np.concatenate([block.starts[:count] for (_, block, _), count in zip(items, counts, strict=True)])
+    lengths = np.concatenate([block.lengths[:count] for (_, block, _), count in zip(items, counts, strict=True)])
+    starts = local + np.array([at + HEADER for _, _, at in items], dtype=np.int64)[file_of]
+    offsets = local + np.array([block.base for _, block, _ in items], dtype=np.int64)[file_of]  # in their files
+    ends = starts + lengths
+    fast = fast_path.single_values(data, starts, ends)
+    simple = np.flatnonzero(fast.key_of >= 0)
+    # Every value is checked here, so what the index holds decodes: the report, attribution and /histograms
+    # all see the same values, and a bad one is a warning of its file from the moment it is read. Values laid
+    # out as writers write them are checked from their bytes at once, the rest one at a time.
+    field = data.take(fast.tag_end[simple], mode="clip")
+    legacy = field == events.LEGACY_FIELD
+    plain = np.zeros(len(starts), dtype=bool)
+    plain[simple] = fast_path.plain_histograms(data, fast.value_start[simple], fast.value_end[simple], legacy)
+    # A tag-and-field key is told apart per file: `pair_of[i]`, record i's key in its file (-1 where not simple).
+    if len(items) == 1:
+        pair_of, pair_first, pair_bounds = fast.key_of, fast.key_first, [0, len(fast.key_first)]
+    else:
+        width = max(1, len(fast.key_first))
+        codes, first, group = np.unique(
+            file_of[simple] * width + fast.key_of[simple], return_index=True, return_inverse=True
+        )
+        pair_of = np.full(len(starts), -1, dtype=np.int64)
+        pair_of[simple] = group
+        pair_first = simple[first]
+        pair_bounds = np.searchsorted(codes // width, np.arange(len(items) + 1)).tolist()
+    # Read in full, so certain to parse: a histogram (field histo or tensor) whose every byte the fast path
+    # checked, with no metadata (left unread), and a tag whose bytes an earlier record of the file has (the
+    # first of each key is parsed: its tag must be UTF-8).
+    whole = np.zeros(len(starts), dtype=bool)
+    whole[simple] = plain[simple] & (legacy | (field == TENSOR_FIELD)) & (fast.value_end[simple] == ends[simple])
+    whole[pair_first] = False
+    return _FastRead(firsts, file_of, offsets, fast, plain, pair_of, pair_first, pair_bounds, whole)
 
 
 def _add_values(
