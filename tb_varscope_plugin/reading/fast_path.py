@@ -1,8 +1,8 @@
 """The fast path: single-value events read straight from their record bytes, a whole read buffer at a time.
 
 Every known writer lays out an event holding one summary value the same way; for those records the step, wall time
-and tag are read with numpy instead of a protobuf parse (the index still parses every record, so damage is found
-the same way).
+and tag are read with numpy instead of a protobuf parse. The index still parses every record that this does not
+read in full (see `run_index._read_fast`), so damage is found the same way.
 """
 
 from __future__ import annotations
