@@ -523,9 +523,8 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     `at` (None: the one block's buffer, at 0)."""
     # Every block's buffer in one, every record numbered in it, file after file.
     raw = items[0][1].data if joined is None else joined
-    data = np.frombuffer(raw, dtype=np.uint8)
     held = [len(block.payloads) for _, block, _ in items]
-    read = _read_fast(items, data, held)
+    read = _read_fast(items, raw, held)
     # Every record parses, or the file stops at the first that does not: damage wherever its fields are read from.
     # The fast path read most in full (see `_read_fast`); the protobuf parser checks the rest.
     unchecked = np.flatnonzero(~read.whole)
@@ -539,11 +538,9 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
             f.origin = events.origin(block.payloads[0])
         counts.append(count)
     if counts != held:
-        read = _read_fast(items, data, counts)
+        read = _read_fast(items, raw, counts)
     firsts, file_of, offsets, fast, plain = read.firsts, read.file_of, read.offsets, read.fast, read.plain
-    pair_of, pair_first, pair_bounds = read.pair_of, read.pair_first, read.pair_bounds
-    raw_keys = zip(fast.tag_start[pair_first].tolist(), fast.tag_end[pair_first].tolist(), strict=True)
-    keys = [raw[start : end + 1] for start, end in raw_keys]
+    pair_of, pair_first, pair_bounds, keys = read.pair_of, read.pair_first, read.pair_bounds, read.keys
     key_first = pair_first.tolist()
     key_tags = [-1] * (len(keys) + 1)  # the trailing -1 is picked by records not simple
     others = np.flatnonzero(fast.key_of < 0)
@@ -625,10 +622,14 @@ class _FastRead:
     pair_of: np.ndarray  # each record's tag-and-field key in its file, -1 where not simple
     pair_first: np.ndarray  # each key's first record
     pair_bounds: list[int]  # block k's keys are pair_first[pair_bounds[k]:pair_bounds[k + 1]]
+    keys: list[bytes]  # each key's bytes: the tag's, and the byte that opens the value's field
     whole: np.ndarray  # bool: the record certainly parses as an event (see below)
 
 
-def _read_fast(items: list[tuple[EventFile, Block, int]], data: np.ndarray, counts: list[int]) -> _FastRead:
+def _read_fast(items: list[tuple[EventFile, Block, int]], raw: bytes, counts: list[int]) -> _FastRead:
+    """What the fast path reads of the first `counts[k]` records of each of `items` (blocks whose buffers are
+    `raw`, joined, as `_index_blocks` takes them)."""
+    data = np.frombuffer(raw, dtype=np.uint8)
     firsts = np.cumsum([0, *counts]).tolist()
     file_of = np.repeat(np.arange(len(items)), counts)
     local = np.concatenate([block.starts[:count] for (_, block, _), count in zip(items, counts, strict=True)])
@@ -657,13 +658,16 @@ def _read_fast(items: list[tuple[EventFile, Block, int]], data: np.ndarray, coun
         pair_of[simple] = group
         pair_first = simple[first]
         pair_bounds = np.searchsorted(codes // width, np.arange(len(items) + 1)).tolist()
+    raw_keys = zip(fast.tag_start[pair_first].tolist(), fast.tag_end[pair_first].tolist(), strict=True)
+    keys = [raw[start : end + 1] for start, end in raw_keys]
     # Read in full, so certain to parse: a histogram (field histo or tensor) whose every byte the fast path
     # checked, with no metadata (left unread), and a tag whose bytes an earlier record of the file has (the
-    # first of each key is parsed: its tag must be UTF-8).
+    # first of each key in a file is parsed: its tag must be UTF-8).
     whole = np.zeros(len(starts), dtype=bool)
     whole[simple] = plain[simple] & (legacy | (field == TENSOR_FIELD)) & (fast.value_end[simple] == ends[simple])
-    whole[pair_first] = False
-    return _FastRead(firsts, file_of, offsets, fast, plain, pair_of, pair_first, pair_bounds, whole)
+    unseen = [p for k, (f, _, _) in enumerate(items) for p in range(*pair_bounds[k : k + 2]) if keys[p] not in f._kinds]
+    whole[pair_first[unseen]] = False
+    return _FastRead(firsts, file_of, offsets, fast, plain, pair_of, pair_first, pair_bounds, keys, whole)
 
 
 def _add_values(
