@@ -423,10 +423,9 @@ class EventFile:
         self._staged = []
         order = np.argsort(tag_ids, kind="stable")  # stable: each tag's values stay in write order
         tag_ids = tag_ids[order]
-        bounds = np.append(np.flatnonzero(np.diff(tag_ids, prepend=-1)), len(order)).tolist()
-        for first, last in zip(bounds[:-1], bounds[1:], strict=True):
-            rows = order[first:last]
-            self.series[self._tags[tag_ids[first]]].append(steps[rows], wall_times[rows], offsets[rows], indices[rows])
+        firsts = np.flatnonzero(np.diff(tag_ids, prepend=-1))
+        targets = [self.series[self._tags[tag]] for tag in tag_ids[firsts].tolist()]
+        _append_groups(targets, steps[order], wall_times[order], offsets[order], indices[order], firsts)
 
     def tags(self) -> set[str]:
         """Every summary tag the file was seen to hold: its histograms', every tensor summary's, and the tag of
@@ -693,7 +692,6 @@ def _add_values(
     order = np.lexsort((indices, records, tags, files))  # by file, then tag, then in write order
     files, tags = files[order], tags[order]
     firsts = np.flatnonzero((np.diff(files, prepend=-1) != 0) | (np.diff(tags, prepend=-1) != 0))
-    bounds = np.append(firsts, len(order)).tolist()
     first_rows = order[firsts]
     # New series are created in the order their first values were written (records are numbered file by file).
     by_first = np.lexsort((indices[first_rows], records[first_rows])).tolist()
@@ -718,7 +716,21 @@ def _add_values(
             if b > a:
                 f._staged.append((tags[a:b], steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b]))
         return
-    # Each series' bounds for `Series.append` at once: a few numpy calls for all, not for each.
+    targets = [items[k][0].series[items[k][0]._tags[tag]] for k, tag in zip(group_files, group_tags, strict=True)]
+    _append_groups(targets, steps, wall_times, offsets, indices, firsts)
+
+
+def _append_groups(
+    targets: list[Series],
+    steps: np.ndarray,
+    wall_times: np.ndarray,
+    offsets: np.ndarray,
+    indices: np.ndarray,
+    firsts: np.ndarray,
+) -> None:
+    """Appends to each of `targets` its values: the g-th series' start at `firsts[g]` in the columns, grouped series
+    by series, each in write order. What `Series.append` takes besides is worked out at once, a few numpy calls
+    for all series and not for each: step and offset bounds, and whether indices are set and steps rise."""
     lows = np.minimum.reduceat(steps, firsts).tolist()
     highs = np.maximum.reduceat(steps, firsts).tolist()
     far = np.maximum.reduceat(offsets, firsts).tolist()
@@ -728,11 +740,12 @@ def _add_values(
     np.less_equal(steps[1:], steps[:-1], out=falls[1:])
     falls[firsts] = False
     rising = np.logical_not(np.logical_or.reduceat(falls, firsts)).tolist()
-    for g, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        f = items[group_files[g]][0]
-        s = f.series[f._tags[group_tags[g]]]
-        ends = (lows[g], highs[g], far[g], indexed[g], rising[g])
-        s.append(steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b], ends)
+    bounds = [*firsts.tolist(), len(steps)]
+    for g, s in enumerate(targets):
+        a, b = bounds[g], bounds[g + 1]
+        s.append(
+            steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b], (lows[g], highs[g], far[g], indexed[g], rising[g])
+        )
 
 
 class RunIndex:
