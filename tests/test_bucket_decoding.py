@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tensorboard import data_compat
-from tensorboard.compat.proto import summary_pb2
+from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2
 from tensorboard.util import tensor_util
 
 from tb_varscope_plugin.reading.events import decode_histogram, monotone_edges
@@ -136,3 +136,33 @@ def test_a_clean_legacy_tag_is_served_exactly_as_tensorboard_serves_it(tmp_path)
             ours = get_json(url, "data/plugin/varscope/histograms", run=run, tag="layer/weight", lane="0")
             assert len(theirs[run]) == 6
             assert ours == theirs[run], run
+
+
+# Each dtype a histogram tensor can hold: its TensorProto code and the repeated field holding values outside content.
+TENSOR_DTYPES = {
+    np.float64: (2, "double_val"),
+    np.float32: (1, "float_val"),
+    np.float16: (19, "half_val"),
+    np.int32: (3, "int_val"),
+    np.int64: (9, "int64_val"),
+}
+
+
+@pytest.mark.parametrize("dtype", list(TENSOR_DTYPES))
+@pytest.mark.parametrize("as_content", [True, False])
+def test_tensor_buckets_decode_as_make_ndarray_reads_them(dtype, as_content):
+    """Buckets held as `tensor_content` (what writers write) are read straight from it; every dtype, in either
+    layout, gives what TensorBoard's `make_ndarray` gives."""
+    buckets = np.array([[-1.5, -0.5, 3], [-0.5, 0.5, 0], [0.5, 2.0, 7]]).astype(dtype)
+    code, field = TENSOR_DTYPES[dtype]
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[{"size": 3}, {"size": 3}])
+    tensor = tensor_pb2.TensorProto(dtype=code, tensor_shape=shape)
+    if as_content:
+        tensor.tensor_content = buckets.tobytes()
+    else:
+        flat = buckets.view(np.uint16) if dtype == np.float16 else buckets  # half values are kept as their bits
+        getattr(tensor, field).extend(flat.ravel().tolist())
+    value = summary_pb2.Summary.Value(tag="h", tensor=tensor)
+    decoded = decode_histogram(value)
+    assert decoded.dtype == np.float64 and decoded.flags.writeable
+    np.testing.assert_array_equal(decoded, tensor_util.make_ndarray(tensor).astype(np.float64).reshape(-1, 3))

@@ -164,8 +164,13 @@ def decode_histogram(value: summary_pb2.Summary.Value) -> np.ndarray:
         lefts = [histo.min] + limits[:-1]
         rights = limits[:-1] + [histo.max]
         return np.array([lefts, rights, list(histo.bucket)], dtype=np.float64).T
-    array = tensor_util.make_ndarray(value.tensor).astype(np.float64)
-    return array.reshape(-1, 3)
+    tensor = value.tensor
+    if tensor.tensor_content:
+        # What every writer writes: the content is the [k, 3] array in native order, its size checked above; read
+        # as `make_ndarray` reads it, without its general path (a quarter of the cost of reporting a collision).
+        code = _TENSOR_DTYPES[tensor.dtype][0]
+        return np.frombuffer(tensor.tensor_content, dtype=code).astype(np.float64).reshape(-1, 3)
+    return tensor_util.make_ndarray(tensor).astype(np.float64).reshape(-1, 3)
 
 
 def monotone_edges(buckets: np.ndarray) -> np.ndarray:
