@@ -45,7 +45,7 @@ class Series:
     __slots__ = ("_rows", "_size", "_indices", "encoding", "_lanes")
 
     def __init__(self, encoding: str) -> None:
-        self._rows = np.empty(0, dtype=_row_type(np.int32, np.uint32))
+        self._rows = _NO_ROWS  # shared: the first append allocates
         self._size = 0
         self._indices: np.ndarray | None = None  # uint32, while every value was the first of its record: None
         self.encoding = encoding
@@ -206,6 +206,8 @@ def _row_type(step: type | np.dtype, offset: type | np.dtype) -> np.dtype:
 
 
 _ROW_TYPES: dict[tuple[str, str], np.dtype] = {}
+_NO_ROWS = np.empty(0, dtype=_row_type(np.int32, np.uint32))
+_NO_ROWS.flags.writeable = False
 
 
 def _widest(current: np.dtype, values: np.ndarray, narrow: type, span: tuple[int, int] | None) -> np.dtype:
