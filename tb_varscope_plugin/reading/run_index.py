@@ -112,10 +112,13 @@ class Series:
             known = lanes is not None and lanes.length == size and lanes.steps is None
             rising = not size or (known and int(self._rows["step"][size - 1]) < bounds[0])
         steps_span, offsets_span = (None, None) if bounds is None else ((bounds[0], bounds[1]), (0, bounds[2]))
-        step_type = _widest(self._rows.dtype["step"], steps, np.int32, steps_span)
-        offset_type = _widest(self._rows.dtype["offset"], offsets, np.uint32, offsets_span)
         rows = self._rows
-        layout = _row_type(step_type, offset_type)
+        steps_now, offsets_now = rows.dtype["step"], rows.dtype["offset"]
+        step_type = _widest(steps_now, steps, np.int32, steps_span)
+        offset_type = _widest(offsets_now, offsets, np.uint32, offsets_span)
+        # `_widest` hands back the very type it was given when the values fit it: the layout stands.
+        same = step_type is steps_now and offset_type is offsets_now
+        layout = rows.dtype if same else _row_type(step_type, offset_type)
         if size + n > len(rows) or rows.dtype != layout:
             grown = np.empty(max(size + n, len(rows) + len(rows) // 8 + 4), dtype=layout)
             if size:
