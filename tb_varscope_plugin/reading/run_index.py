@@ -561,7 +561,7 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
         mine = range(pair_bounds[k], pair_bounds[k + 1])
         # Read in full: records of other layouts, and the first single value of each tag-and-field key the file
         # has not shown before; from then on the key alone decides whether a value is a histogram, and of which tag.
-        unseen = [key_first[p] for p in mine if keys[p] not in kinds]
+        unseen = [key_first[p] for p in read.unseen[k]]
         slow: list[tuple[int, int, int, str, int, float]] = []
         skipped: list[tuple[int, int, str, int, str]] = []
         for record in sorted(others_list[other_bounds[k] : other_bounds[k + 1]] + unseen):
@@ -627,6 +627,7 @@ class _FastRead:
     pair_first: np.ndarray  # each key's first record
     pair_bounds: list[int]  # block k's keys are pair_first[pair_bounds[k]:pair_bounds[k + 1]]
     keys: list[bytes]  # each key's bytes: the tag's, and the byte that opens the value's field
+    unseen: list[list[int]]  # for each block, its keys that its file has not shown before
     whole: np.ndarray  # bool: the record certainly parses as an event (see below)
 
 
@@ -669,9 +670,11 @@ def _read_fast(items: list[tuple[EventFile, Block, int]], raw: bytes, counts: li
     # first of each key in a file is parsed: its tag must be UTF-8).
     whole = np.zeros(len(starts), dtype=bool)
     whole[simple] = plain[simple] & (legacy | (field == TENSOR_FIELD)) & (fast.value_end[simple] == ends[simple])
-    unseen = [p for k, (f, _, _) in enumerate(items) for p in range(*pair_bounds[k : k + 2]) if keys[p] not in f._kinds]
-    whole[pair_first[unseen]] = False
-    return _FastRead(firsts, file_of, offsets, fast, plain, pair_of, pair_first, pair_bounds, keys, whole)
+    unseen = [
+        [p for p in range(*pair_bounds[k : k + 2]) if keys[p] not in f._kinds] for k, (f, _, _) in enumerate(items)
+    ]
+    whole[pair_first[[p for block in unseen for p in block]]] = False
+    return _FastRead(firsts, file_of, offsets, fast, plain, pair_of, pair_first, pair_bounds, keys, unseen, whole)
 
 
 def _add_values(
