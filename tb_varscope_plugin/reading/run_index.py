@@ -102,8 +102,6 @@ class Series:
         once: the least and the greatest step, the greatest offset, whether any index is not 0, and whether the
         steps rise from each value to the next."""
         n, size = len(steps), self._size
-        if not n:
-            return
         # A series whose steps kept rising has one lane; told here from what the caller knows, it needs no
         # look at its steps when the report asks (see `lanes`).
         rising = False
