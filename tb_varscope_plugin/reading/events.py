@@ -6,7 +6,6 @@ Both encodings are understood: TF2 tensor summaries of the `histograms` plugin (
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,23 +94,22 @@ class Origin:
     writer: str
 
 
-def origin(payload: bytes) -> Origin:
-    """The origin of the file whose first event is `payload`."""
-    event = parse_event(payload)
+def origin(event: event_pb2.Event) -> Origin:
+    """The origin of the file whose first event is `event`."""
     return Origin(event.file_version, event.source_metadata.writer)
 
 
-def parsed_prefix(payloads: list[bytes]) -> int:
-    """How many of `payloads`, from the first, parse as events."""
+def parsed_prefix(payloads: list[bytes]) -> list[event_pb2.Event]:
+    """The events `payloads` hold, from the first up to the first that does not parse as one."""
     try:
-        deque(map(parse_event, payloads), maxlen=0)  # parsed at C speed, results dropped
-        return len(payloads)
+        return list(map(parse_event, payloads))  # parsed at C speed
     except DecodeError:
-        for count, payload in enumerate(payloads):
+        found = []
+        for payload in payloads:
             try:
-                parse_event(payload)
+                found.append(parse_event(payload))
             except DecodeError:
-                return count
+                return found
         raise
 
 

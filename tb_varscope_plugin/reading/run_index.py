@@ -532,12 +532,17 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     unchecked = np.flatnonzero(~read.whole)
     bounds = np.searchsorted(unchecked, read.firsts).tolist()
     counts = []
+    # Each block's parsed events by record (numbered in the block), kept for what is read of them below: every
+    # record read in full there was parsed here, as a record read in full by the fast path is never among them.
+    parsed: list[dict[int, event_pb2.Event]] = []
     for k, (f, block, _) in enumerate(items):
         mine = (unchecked[bounds[k] : bounds[k + 1]] - read.firsts[k]).tolist()
-        parsed = events.parsed_prefix([block.payloads[i] for i in mine])
-        count = held[k] if parsed == len(mine) else mine[parsed]
+        prefix = events.parsed_prefix([block.payloads[i] for i in mine])
+        count = held[k] if len(prefix) == len(mine) else mine[len(prefix)]
+        parsed.append(dict(zip(mine, prefix, strict=False)))
         if count and f.origin is None and block.base + int(block.starts[0]) == 0:
-            f.origin = events.origin(block.payloads[0])
+            # A file's first record is the first of its key if it holds a single value, else of no key: parsed.
+            f.origin = events.origin(parsed[k][0])
         counts.append(count)
     if counts != held:
         read = _read_fast(items, raw, counts)
@@ -554,7 +559,7 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     # Values left out, noted in file order once all are known: the warnings then do not depend on where reads
     # fell, so a file read in segments warns as one read in one go.
     skips: list[list[tuple[int, int, str, int, str]]] = []  # (record, index, tag, step, problem) of each file
-    for k, (f, block, _) in enumerate(items):
+    for k, (f, _, _) in enumerate(items):
         kinds = f._kinds
         mine = range(pair_bounds[k], pair_bounds[k + 1])
         # Read in full: records of other layouts, and the first single value of each tag-and-field key the file
@@ -563,7 +568,7 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
         slow: list[tuple[int, int, int, str, int, float]] = []
         skipped: list[tuple[int, int, str, int, str]] = []
         for record in sorted(others_list[other_bounds[k] : other_bounds[k + 1]] + unseen):
-            event = events.parse_event(block.payloads[record - firsts[k]])
+            event = parsed[k][record - firsts[k]]
             if f._guessed is not None:
                 f._guess_plugins(event, f._guessed)
             found = events.histogram_values(event, f._plugins)
@@ -593,7 +598,7 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
         record = int(fast_records[row])
         k = int(file_of[record])
         f, block, _ = items[k]
-        problem = events.value_problem(events.parse_event(block.payloads[record - firsts[k]]).summary.value[0])
+        problem = events.value_problem(parsed[k][record - firsts[k]].summary.value[0])  # not plain: parsed
         if problem is None:
             keep[row] = True
         else:
