@@ -123,6 +123,11 @@ def sequential(path: Path) -> tuple[bool, dict]:
 
 
 def in_segments(path: Path, starts: list[int]) -> tuple[bool, dict]:
+    added, f = joined(path, starts)
+    return added, state(f)
+
+
+def joined(path: Path, starts: list[int]) -> tuple[bool, EventFile]:
     """The file read as segments from `starts` (0 first), each into an EventFile of its own and sent through
     pickle as a forked reader sends it, then joined as read_files joins them."""
     units: dict[parallel.Unit, int] = {}
@@ -135,7 +140,7 @@ def in_segments(path: Path, starts: list[int]) -> tuple[bool, dict]:
         received.restore(pickle.loads(pickle.dumps(segment.snapshot())))
         results[0, start, end] = (added, received)
     f = EventFile(str(path))
-    return parallel._join(f, units, results, 0), state(f)
+    return parallel._join(f, units, results, 0), f
 
 
 def boundaries(path: Path, cuts: list[int]) -> list[int]:
@@ -165,6 +170,20 @@ def test_a_file_read_in_segments_is_the_file_read_in_turn(tmp_path, pieces):
     assert alone[1]["skipped"][1] > 0  # more bad values than are listed: the cap is joined across segments
     assert len(alone[1]["skipped"][0]) == SKIPPED_SHOWN
     assert in_segments(path, starts) == alone
+
+
+def test_series_joined_from_segments_know_that_their_steps_rise(tmp_path):
+    """The join appends every series' later values as one batch, which works out, as sequential reading does,
+    that a series' steps still rise: the report then takes its lanes as they are, sorting none."""
+    path = tmp_path / NAME
+    write(path, [histogram_event(step, f"layer_{t}/kernel", np.arange(4.0)) for step in range(8) for t in range(5)])
+    size = path.stat().st_size
+    starts = boundaries(path, [size // 3, 2 * size // 3])
+    assert len(starts) == 3
+    _, f = joined(path, starts)
+    # Before anything asks for lanes, which would work them out from the steps.
+    assert len(f.series) == 5 and all(s._lanes is run_index._Lanes.rising(8) for s in f.series.values())
+    assert state(f) == sequential(path)[1]
 
 
 def test_a_segment_start_found_inside_a_record_is_not_believed(tmp_path):
