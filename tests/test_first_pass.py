@@ -95,6 +95,19 @@ def test_a_spawned_first_pass_gives_the_index_and_report_of_one_read_here(logdir
     )
 
 
+def test_a_spawned_pass_collects_garbage_once_its_readers_are_started(logdir, spawned, monkeypatch):
+    """While its readers start, TensorBoard's process runs the full collection that taking in their messages would
+    set off later (see `FirstPass.run`): once per spawned pass, after every reader was spawned; never for a pass
+    read here."""
+    collected = []
+    monkeypatch.setattr(first_pass.gc, "collect", lambda: collected.append(len(spawned)))
+    first_pass_of(logdir)
+    assert collected == [2]
+    collected.clear()
+    read_here(logdir)
+    assert collected == []
+
+
 def test_a_logdir_spec_is_shared_out_under_its_names(logdir, spawned):
     """`--logdir_spec name1:dir1,name2:dir2`: the spawned processes find the runs under the names the index gives."""
     roots = {str(logdir / "a"): "first", str(logdir / "keras"): "second"}
