@@ -484,11 +484,16 @@ def _read_ahead(index: LogdirIndex, runs: list[RunIndex], start: int, count: int
 
 
 def report_runs(
-    index: LogdirIndex, runs: list[RunIndex], checkpoints: list[str] | None, count: int
+    index: LogdirIndex,
+    runs: list[RunIndex],
+    checkpoints: list[str] | None,
+    count: int,
+    read: Callable[[list[RunIndex]], None] | None = None,
 ) -> Iterator[tuple[RunIndex, RunPart]]:
     """Each of `runs` with its part, read (by up to `count` processes; small runs a few megabytes at a time) and
     reported in turn; once the caller has taken what it wants of a run, its values are forgotten (what the part
-    says of them is all that is kept) and a checkpoint is closed once no run left to report uses it."""
+    says of them is all that is kept) and a checkpoint is closed once no run left to report uses it. `read` is
+    told of the runs of each read before any of them is reported."""
     reporter = Reporter(index, checkpoints)
     try:
         paths = [reporter.checkpoint_path(run) for run in runs]
@@ -497,6 +502,8 @@ def report_runs(
         for i, (run, path) in enumerate(zip(runs, paths, strict=True)):
             if i == unread:
                 unread = _read_ahead(index, runs, i, count)
+                if read is not None:
+                    read(runs[i:unread])
             yield run, reporter.part(run)
             run.files = []
             uses[path] -= 1

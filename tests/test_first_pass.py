@@ -183,8 +183,41 @@ def test_partial_reports_of_a_spawned_pass_show_only_runs_taken_in(logdir, spawn
     monkeypatch.setattr(LogdirIndex, "restore_run", watched)
     live.reload()
     assert len(shown) == 5
-    assert all(not complete and runs == before for complete, runs, before in shown)
+    # A run's files are taken in before its part (which only then is shown): a report shows fewer runs than were
+    # taken in while their parts are on their way, never more.
+    assert all(not complete and set(runs) <= set(before) for complete, runs, before in shown)
     assert live.report()["complete"] and len(live.report()["runs"]) == 5
+
+
+def test_a_runs_files_are_taken_in_before_its_part_and_a_part_not_sent_is_built_here(logdir, spawned, monkeypatch):
+    _, expected = read_here(logdir)
+    order = []
+    restore, adopt = LogdirIndex.restore_run, Reporter.adopt
+    monkeypatch.setattr(
+        LogdirIndex, "restore_run", lambda self, run, *a: order.append(("read", run.name)) or restore(self, run, *a)
+    )
+    monkeypatch.setattr(
+        Reporter, "adopt", lambda self, run, part: order.append(("part", run.name)) or adopt(self, run, part)
+    )
+    _, report = first_pass_of(logdir)
+    assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert sorted(order) == sorted([(kind, run["run"]) for run in expected["runs"] for kind in ("read", "part")])
+    assert all(order.index(("read", name)) < order.index(("part", name)) for _, name in order)
+    # Processes that end once they have sent what they read, before any part: every run is reported here.
+    monkeypatch.setattr(
+        first_pass,
+        "ENTRY",
+        "import os, pickle; dumps = pickle.dumps; "
+        "pickle.dumps = lambda message, **k: os._exit(0) if message[0] == 'part' else dumps(message, **k); "
+        + first_pass.ENTRY,
+    )
+    order.clear()
+    built = []
+    build = report_module.build_run_report
+    monkeypatch.setattr(report_module, "build_run_report", lambda *a: built.append(a) or build(*a))
+    _, report = first_pass_of(logdir)
+    assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert {kind for kind, _ in order} == {"read"} and len(built) == len(expected["runs"])
 
 
 def test_closing_ends_a_spawned_pass_under_way(logdir, spawned, monkeypatch):

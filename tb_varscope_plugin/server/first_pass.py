@@ -4,9 +4,10 @@ TensorBoard's process serves requests from threads, so it must not fork, and its
 the GIL it shares with them. A first pass over hundreds of megabytes is the one-off scan's work, so it is done the
 scan's way: the runs are shared out by bytes, each share goes to a new Python process (`posix_spawn`, which runs
 no Python in between, so it is safe beside threads), which reads and reports its runs (forking readers of its own
-when one share holds everything) and sends back, run by run, what it read and the run's part of the report. This
-process takes both as if it had made them (`LogdirIndex.restore_run`, `Reporter.adopt`), so later passes go on
-from there in-process, as for a logdir read here. A process that fails leaves its remaining runs to be read here.
+when one share holds everything) and sends back, run by run, what it read (as soon as it is read) and the run's
+part of the report. This process takes both as if it had made them (`LogdirIndex.restore_run`, `Reporter.adopt`),
+so later passes go on from there in-process, as for a logdir read here. A process that fails leaves its remaining
+runs to be read (or reported) here.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ SHARE_MIN_BYTES = 64 << 20
 # What a spawned process runs: its remote back ends deferred, then `serve` on its standard streams.
 ENTRY = "from tb_varscope_plugin.command import read_share; read_share()"
 _LENGTH = 8  # each message: its length (little-endian), then its pickle
+# What a message holds: a run's files as read, `(READ, name, states, gained)`, or its part, `(PART, name, part)`. A
+# run's files come first, as soon as they are read: this process takes them in while that one reports the run.
+READ, PART = "read", "part"
 
 Job = tuple[LogdirIndex, list[str], list[str], int]  # (index of the share's runs, their names, checkpoints, processes)
 
@@ -72,13 +76,18 @@ class FirstPass:
         # pass's last step. Done now, while the readers start (a tenth of a second importing, a core to spare),
         # it is the same collection paid where it costs nothing; the collector's settings are left as they are.
         gc.collect()
-        for name, states, gained, part in self._messages(children):
+        restored: set[str] = set()
+        for kind, name, *content in self._messages(children):
             run = index.runs.get(name)
-            if run is None or len(run.files) != len(states):
-                continue  # cannot happen while only this thread changes the index; read again here if it does
-            index.restore_run(run, states, gained)
-            reporter.adopt(run, part)
-            on_run(run, part)
+            if kind == READ:
+                states, gained = content
+                if run is None or len(run.files) != len(states):
+                    continue  # cannot happen while only this thread changes the index; read again here if it does
+                index.restore_run(run, states, gained)
+                restored.add(name)
+            elif run is not None and name in restored:
+                reporter.adopt(run, content[0])
+                on_run(run, content[0])
         return True
 
     def kill(self) -> None:
@@ -158,19 +167,26 @@ class FirstPass:
 
 
 def serve(source: BinaryIO, sink: BinaryIO) -> None:
-    """A spawned process's work: reads its job from `source`, then writes to `sink`, run by run, what it read of
-    the run's files and the run's part, and forgets the run."""
+    """A spawned process's work: reads its job from `source`, then writes to `sink` what it read of each run's
+    files as soon as they are read, and each run's part once reported, and forgets the run."""
     index, names, checkpoints, count = pickle.load(source)  # from the process that spawned this one
     runs = [index.runs[name] for name in names]
-    generations = [run.generation for run in runs]
-    for (run, part), generation in zip(report_runs(index, runs, checkpoints, count), generations, strict=True):
-        states = [f.snapshot() for f in run.files]
-        message = pickle.dumps((run.name, states, run.generation != generation, part), protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            sink.write(len(message).to_bytes(_LENGTH, "little") + message)
-            sink.flush()
-        except BrokenPipeError:
-            return  # TensorBoard has gone: nobody is left to tell
+    generations = {run.name: run.generation for run in runs}
+
+    def send(message: tuple) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        sink.write(len(data).to_bytes(_LENGTH, "little") + data)
+        sink.flush()
+
+    def read(batch: list[RunIndex]) -> None:
+        for run in batch:
+            send((READ, run.name, [f.snapshot() for f in run.files], run.generation != generations[run.name]))
+
+    try:
+        for run, part in report_runs(index, runs, checkpoints, count, read):
+            send((PART, run.name, part))
+    except BrokenPipeError:
+        return  # TensorBoard has gone: nobody is left to tell
 
 
 def _start() -> tuple[int, int, int]:
