@@ -354,11 +354,7 @@ class EventFile:
                 targets.append(mine)
                 sources.append(s)
         if sources:
-            # Appended as a batch: bounds for all at once, and each series learns that its steps still rise (10,000
-            # appends of their own cost a tenth of a second, and left every series' lanes for the report to sort).
-            steps, wall_times, offsets, indices = (np.concatenate([getattr(s, c) for s in sources]) for c in _COLUMNS)
-            firsts = np.cumsum([0, *(len(s) for s in sources[:-1])])
-            _append_groups(targets, steps, wall_times, offsets, indices, firsts)
+            _join_series(targets, sources)
         for skipped in later.skipped:
             self._note_skipped(skipped)
         self.skipped_more += later.skipped_more
@@ -770,6 +766,35 @@ def _append_groups(
         s.append(
             steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b], (lows[g], highs[g], far[g], indexed[g], rising[g])
         )
+
+
+def _join_series(targets: list[Series], sources: list[Series]) -> None:
+    """Appends each source's values to its target, as a batch: each series learns that its steps still rise, and
+    none works out bounds of its own (10,000 appends of their own cost a tenth of a second, and left every series'
+    lanes for the report to sort).
+
+    Where every series has one layout and none holds indices (a file's series mostly do), the joined rows are
+    made for all at once, each target's rows becoming its part of that one array; otherwise they are appended
+    through `_append_groups`."""
+    layout = targets[0]._rows.dtype
+    if any(s._rows.dtype is not layout or s._indices is not None for s in (*targets, *sources)):
+        steps, wall_times, offsets, indices = (np.concatenate([getattr(s, c) for s in sources]) for c in _COLUMNS)
+        _append_groups(targets, steps, wall_times, offsets, indices, np.cumsum([0, *map(len, sources[:-1])]))
+        return
+    rising = [t._rises() and s._rises() for t, s in zip(targets, sources, strict=True)]
+    # Joined as bytes: numpy promotes structured dtypes pair by pair in Python, 3 us for each of 20,000 parts.
+    parts = [rows for t, s in zip(targets, sources, strict=True) for rows in (t._rows[: t._size], s._rows[: s._size])]
+    joined = np.concatenate([rows.view(np.uint8) for rows in parts]).view(layout)
+    before = np.array([t._size for t in targets])
+    sizes = before + [s._size for s in sources]
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    steps = joined["step"]
+    meet = (steps[starts + before - 1] < steps[starts + before]).tolist()  # each target's last step, its source's first
+    for t, start, end, rises, meets in zip(targets, starts.tolist(), ends.tolist(), rising, meet, strict=True):
+        t._rows = joined[start:end]
+        t._size = end - start
+        t._lanes = _Lanes.rising(t._size) if rises and meets else None
 
 
 class RunIndex:
