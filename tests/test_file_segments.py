@@ -186,6 +186,20 @@ def test_series_joined_from_segments_know_that_their_steps_rise(tmp_path):
     assert state(f) == sequential(path)[1]
 
 
+@pytest.mark.parametrize("wide_half", [0, 1])
+def test_segments_whose_series_differ_in_layout_join_as_read_in_turn(tmp_path, wide_half):
+    """A series whose steps pass int32 in one segment only is 8 bytes wide there and 4 in the other: the join widens
+    it as reading in turn does, rather than copying rows of two layouts into one."""
+    path = tmp_path / NAME
+    steps = [s + (1 << 40 if (s >= 6) == bool(wide_half) else 0) for s in range(12)]
+    write(path, [histogram_event(step, f"layer_{t}/kernel", np.arange(4.0)) for step in steps for t in range(3)])
+    size = path.stat().st_size
+    starts = boundaries(path, [size // 2])
+    added, f = joined(path, starts)
+    assert {s._rows.dtype["step"] for s in f.series.values()} == {np.dtype(np.int64)}
+    assert (added, state(f)) == sequential(path)
+
+
 def test_a_segment_start_found_inside_a_record_is_not_believed(tmp_path):
     """A histogram whose content bytes are two well-framed records: the boundary search, started inside it, finds
     the first of them (four CRCs pass), and the join must see that the segment before did not end there."""
