@@ -29,7 +29,10 @@ model.save_weights(sys.argv[1])
 def test_tensorboard_exits_cleanly_on_ctrl_c_after_reading_a_keras_checkpoint(tmp_path):
     layered_run(str(tmp_path / "run" / "events.out.tfevents.1.a"), "kernel", [12, 12], steps=2)
     subprocess.run([sys.executable, "-c", SAVE, str(tmp_path / "run" / "model.weights.h5")], check=True)
-    with tensorboard_process(tmp_path, "--reload_interval", "1") as (url, process):
+    # Ctrl+C in a terminal reaches a TensorBoard whose SIGINT raises KeyboardInterrupt. A suite run in the
+    # background (`... &` from a script) hands its children SIGINT ignored, and TensorBoard would never see it.
+    interruptible = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
+    with tensorboard_process(tmp_path, "--reload_interval", "1", setup=interruptible) as (url, process):
         deadline = time.monotonic() + 120
         report = get_json(url, "data/plugin/varscope/report")
         while not (report["complete"] and report["runs"] and report["runs"][0]["checkpoint"]):
