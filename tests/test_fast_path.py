@@ -256,7 +256,7 @@ def written_histograms() -> list[bytes]:
 
 @FUZZ
 @given(st.data())
-def test_a_record_the_fast_path_reads_whole_parses_as_an_event(tmp_path, monkeypatch, data):
+def test_a_record_the_fast_path_reads_whole_parses_as_an_event(tmp_path, data):
     """The protobuf parser checks only the records the fast path did not read whole: each record it did read
     whole must parse, whatever bytes changed under valid checksums (a wrong tag byte, a count, a length)."""
     payloads = written_histograms()
@@ -274,14 +274,19 @@ def test_a_record_the_fast_path_reads_whole_parses_as_an_event(tmp_path, monkeyp
         return read
 
     read_fast = run_index._read_fast
-    monkeypatch.setattr(run_index, "_read_fast", spied)
     path = str(tmp_path / f"events.out.tfevents.{len(os.listdir(tmp_path))}.host")
     write_payloads(path, payloads)
-    assert_same(path)
+    # Undone after each example: the fixture's monkeypatch lives across them, and spies would wrap spies.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_index, "_read_fast", spied)
+        damage = assert_same(path)[1]
     checked = 0
-    for items, read in reads:
+    for (items, read), later in zip(reads, [*reads[1:], None], strict=True):
+        if later is not None and later[0] is items:
+            # Read again short of a record that is no event: what this read took for whole past it is never used.
+            continue
         for record in np.flatnonzero(read.whole).tolist():
             k = int(read.file_of[record])
             events.parse_event(items[k][1].payloads[record - read.firsts[k]])  # raises DecodeError if not
             checked += 1
-    assert checked or not reads
+    assert checked or damage is not None  # a file read to its end holds records read whole, whatever changed
