@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eventlogs import histogram_event, read_records
+from eventlogs import histogram_event, read_records, write_events
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -183,6 +183,22 @@ def test_series_joined_from_segments_know_that_their_steps_rise(tmp_path):
     _, f = joined(path, starts)
     # Before anything asks for lanes, which would work them out from the steps.
     assert len(f.series) == 5 and all(s._lanes is run_index._Lanes.rising(8) for s in f.series.values())
+    assert state(f) == sequential(path)[1]
+
+
+def test_a_file_joined_from_segments_reads_on_as_it_grows(tmp_path):
+    """The joined series share one array, each its exact part: values appended later move each to its own."""
+    path = tmp_path / NAME
+    write(path, [histogram_event(step, f"layer_{t}/kernel", np.arange(4.0)) for step in range(8) for t in range(3)])
+    size = path.stat().st_size
+    _, f = joined(path, boundaries(path, [size // 2]))
+    write_events(
+        str(path),
+        [histogram_event(s, f"layer_{t}/kernel", np.arange(4.0)) for s in range(8, 12) for t in range(3)],
+        append=True,
+    )
+    assert f.reload()
+    assert [len(s) for s in f.series.values()] == [12, 12, 12]
     assert state(f) == sequential(path)[1]
 
 
