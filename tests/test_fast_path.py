@@ -20,7 +20,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
-from tb_varscope_plugin.reading import events, records, run_index
+from tb_varscope_plugin.reading import events, fast_path, records, run_index
 from tb_varscope_plugin.reading.records import masked_crc32c
 from tb_varscope_plugin.reading.run_index import EventFile
 
@@ -138,7 +138,15 @@ def summary(value):
     return summary_pb2.Summary(value=[value])
 
 
-def test_every_layout_is_indexed_as_parsing_finds_it(tmp_path):
+@pytest.fixture(params=[run_index.LOOKUP_KEYS, 1], ids=["keys-looked-up-by-bytes", "keys-looked-up-by-block"])
+def lookup_keys(request, monkeypatch):
+    """Each of the two ways a block's tag-and-field keys are looked up in what the file showed before: one by one,
+    and (for blocks of many keys) a block at a time, which with 1 every block takes."""
+    monkeypatch.setattr(run_index, "LOOKUP_KEYS", request.param)
+    return request.param
+
+
+def test_every_layout_is_indexed_as_parsing_finds_it(tmp_path, lookup_keys):
     path = str(tmp_path / "events.out.tfevents.1.host")
     write_events(path, mixed_events())
     found, damage = assert_same(path)
@@ -181,7 +189,7 @@ def test_hand_made_layouts_fall_back_to_parsing(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_bytes_changed_under_valid_checksums_give_what_parsing_gives(tmp_path, seed):
+def test_bytes_changed_under_valid_checksums_give_what_parsing_gives(tmp_path, seed, lookup_keys):
     """A writer bug rather than a disk error: the CRCs hold, the bytes are wrong. Whatever the parser makes of
     each such file (other values, fewer values, a record that is no event), the index makes the same."""
     rng = random.Random(seed)
@@ -201,7 +209,7 @@ def test_bytes_changed_under_valid_checksums_give_what_parsing_gives(tmp_path, s
     assert outcomes == {True, False}  # some changes made a record no event, some did not
 
 
-def test_records_across_many_small_buffers(tmp_path, monkeypatch):
+def test_records_across_many_small_buffers(tmp_path, monkeypatch, lookup_keys):
     """Buffers smaller than a record, and a file read as it grows: the same values as one read of the whole."""
     monkeypatch.setattr(records, "BLOCK", 300)
     path = str(tmp_path / "events.out.tfevents.1.host")
@@ -217,6 +225,91 @@ def test_records_across_many_small_buffers(tmp_path, monkeypatch):
         event_file.reload()
     assert indexed_values(event_file)[0] == parsed_values(growing)[0]
     assert event_file.reader.pending == 0
+
+
+def many_tags(tags: list[str], steps: int) -> list[event_pb2.Event]:
+    """Every tag written once a step, its first value with its metadata, as a TF2 writer writes them."""
+    out = [event_pb2.Event(wall_time=1.0, file_version="brain.Event:2")]
+    for step in range(steps):
+        for tag in tags:
+            value = tensor_value(tag, step, with_metadata=step == 0)
+            out.append(event_pb2.Event(step=step, wall_time=1e9 + step, summary=summary(value)))
+    return out
+
+
+def test_buffers_of_many_tags_look_their_keys_up_a_buffer_at_a_time(tmp_path, monkeypatch):
+    """A file of thousands of tags holds thousands of keys in every read buffer: they are looked up all at once
+    (no bytes made for each), and the values are those parsing finds."""
+    monkeypatch.setattr(records, "BLOCK", 64 << 10)
+    lookups = []
+    lookup = fast_path.KnownKeys.lookup
+    monkeypatch.setattr(
+        fast_path.KnownKeys, "lookup", lambda self, keys: lookups.append(len(keys.hashes)) or lookup(self, keys)
+    )
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    write_events(path, many_tags([f"layer_{i}/kernel_0" for i in range(800)], steps=4))
+    found, damage = assert_same(path)
+    assert damage is None and len(found) == 800
+    assert len(lookups) > 10 and sum(lookups) > 2000  # most keys of the later steps, found by block
+
+
+def colliding_tags() -> tuple[str, str]:
+    """Two tags whose keys (tag bytes and the tensor field's byte, 32 in all) have one hash: the hash takes a key a
+    word at a time, `h = h * P + word`, so raising the top byte of the second word by 1 and that of the third by
+    P's low byte (0xB3, less 256) leaves it as it was."""
+    first = "ABCDEFGHIJKLMNOaQRSTUVW#YZabcde"  # bytes 15 and 23: `a` and `#`
+    second = first[:15] + "b" + first[16:23] + "p" + first[24:]
+    return first, second
+
+
+def test_keys_of_one_hash_are_told_apart(tmp_path, monkeypatch, lookup_keys):
+    monkeypatch.setattr(records, "BLOCK", 4 << 10)  # many buffers: later ones look up keys indexed before
+    first, second = colliding_tags()
+    keys = [tag.encode() + bytes([run_index.TENSOR_FIELD]) for tag in (first, second)]
+    data = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    hashed = fast_path.Keys.of(data, np.array([0, 32]), np.array([32, 64]))
+    assert hashed.hashes[0] == hashed.hashes[1]  # else this test tests nothing
+    known = fast_path.KnownKeys({keys[0]: 5})
+    assert known.lookup(hashed).tolist() == [5, fast_path.UNKNOWN]
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    # The one tag known first, then both in every buffer, each a histogram of its own.
+    events_in = many_tags([first], 2) + many_tags([second, *(f"t{i}" for i in range(100)), first], 3)[1:]
+    write_events(path, events_in)
+    indexes = []
+    build = fast_path.KnownKeys.__init__
+
+    def kept(self, kinds):
+        build(self, kinds)
+        indexes.append(self)
+
+    monkeypatch.setattr(fast_path.KnownKeys, "__init__", kept)
+    found, _ = assert_same(path)
+    assert len(found[first]) == 5 and len(found[second]) == 3
+    if lookup_keys == 1:  # an index held both keys, under one hash
+        assert any(len(set(known.keys.hashes.tolist())) < known.size for known in indexes)
+
+
+def test_a_file_whose_tags_keep_growing_is_indexed_a_linear_number_of_keys(tmp_path, monkeypatch):
+    """Every buffer brings new tags: the file's keys are indexed anew only once they have grown by an eighth, so
+    the keys indexed over the whole reading are a small multiple of the file's, not their square."""
+    monkeypatch.setattr(records, "BLOCK", 16 << 10)
+    monkeypatch.setattr(run_index, "LOOKUP_KEYS", 1)
+    indexed = []
+    build = fast_path.KnownKeys.__init__
+
+    def counted(self, kinds):
+        indexed.append(len(kinds))
+        build(self, kinds)
+
+    monkeypatch.setattr(fast_path.KnownKeys, "__init__", counted)
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    out = [event_pb2.Event(wall_time=1.0, file_version="brain.Event:2")]
+    for n in range(3000):  # a new tag at every step, as a run that names a tag per step would
+        out.append(event_pb2.Event(step=n, wall_time=1e9, summary=summary(tensor_value(f"tag_{n}", n, True))))
+    write_events(path, out)
+    found, _ = assert_same(path)
+    assert len(found) == 3000
+    assert len(indexed) > 10 and sum(indexed) < 10 * 3000
 
 
 @pytest.mark.slow  # tensorboardX imports torch when it is installed
@@ -279,6 +372,9 @@ def test_a_record_the_fast_path_reads_whole_parses_as_an_event(tmp_path, data):
     # Undone after each example: the fixture's monkeypatch lives across them, and spies would wrap spies.
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run_index, "_read_fast", spied)
+        patch.setattr(run_index, "LOOKUP_KEYS", data.draw(st.sampled_from([run_index.LOOKUP_KEYS, 1])))
+        # Small buffers too: later ones look their keys up in what the earlier ones indexed.
+        patch.setattr(records, "BLOCK", data.draw(st.sampled_from([records.BLOCK, 300])))
         damage = assert_same(path)[1]
     checked = 0
     for (items, read), later in zip(reads, [*reads[1:], None], strict=True):

@@ -391,8 +391,11 @@ def make_event(kind: str, step: int, size: int) -> event_pb2.Event:
     cuts=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4),
     flip=st.one_of(st.none(), st.tuples(st.floats(0.0, 1.0), st.integers(0, 7))),
     torn=st.integers(0, 30),
+    lookup_keys=st.sampled_from([run_index.LOOKUP_KEYS, 1]),  # 1: every block looks its keys up at once
 )
-def test_any_stream_any_cuts_any_damage_read_in_segments_is_read_in_turn(tmp_path_factory, stream, cuts, flip, torn):
+def test_any_stream_any_cuts_any_damage_read_in_segments_is_read_in_turn(
+    tmp_path_factory, stream, cuts, flip, torn, lookup_keys
+):
     path = tmp_path_factory.mktemp("seg") / NAME
     data = bytearray(write(path, [make_event(kind, step, size) for step, (kind, size) in enumerate(stream)]))
     if flip is not None:
@@ -400,7 +403,9 @@ def test_any_stream_any_cuts_any_damage_read_in_segments_is_read_in_turn(tmp_pat
     path.write_bytes(bytes(data[: max(0, len(data) - torn)]))
     size = path.stat().st_size
     starts = boundaries(path, [int(cut * size) for cut in cuts])
-    assert in_segments(path, starts) == sequential(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_index, "LOOKUP_KEYS", lookup_keys)
+        assert in_segments(path, starts) == sequential(path)
 
 
 def test_a_wrong_guess_of_a_plugin_sends_the_segment_back_to_be_read_in_turn(tmp_path):

@@ -308,4 +308,3 @@ def test_a_real_tensorboard_spawns_its_first_pass_and_serves_the_scans_report(lo
     assert [[step, buckets] for _, step, buckets in lane] == [
         [ref.step, b.tolist()] for ref, b in zip(refs, run.decode_all(refs), strict=True)
     ]
-

@@ -108,8 +108,9 @@ def test_a_snapshot_carries_every_attribute_reading_sets(tmp_path):
     layered_run(path, "kernel", [3, 5], steps=2)
     f = EventFile(path)
     f.reload()
-    # read_version is the index's note of what it had read, set in the parent after any read.
-    assert set(vars(f)) == set(EventFile.STATE) | {"path", "name", "read_version"}
+    # read_version is the index's note of what it had read, set in the parent after any read; _known is _kinds
+    # indexed, made again from it wherever it is missing or no longer _kinds'.
+    assert set(vars(f)) == set(EventFile.STATE) | {"path", "name", "read_version", "_known"}
     copy = EventFile(path)
     copy.restore(f.snapshot())
     assert copy.reader.offset == f.reader.offset > 0

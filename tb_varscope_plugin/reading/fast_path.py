@@ -33,6 +33,7 @@ class SingleValues:
     tag_end: np.ndarray  # int64, into data
     key_of: np.ndarray  # int64: which of `key_first` has record i's tag and field bytes; -1 where not simple
     key_first: np.ndarray  # int64: the first record of each distinct tag-and-field key
+    keys: Keys  # each distinct key's bytes, as `KnownKeys.lookup` takes them
     value_start: np.ndarray  # int64, into data: where the body of the value's one field starts
     value_end: np.ndarray  # int64, into data: where it ends
 
@@ -65,8 +66,8 @@ def single_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Sin
     metadata = (at < ends) & (_byte(data, at) == 0x4A)
     after, length = _length_delimited(data, at, metadata)
     simple &= (at == ends) | (metadata & (after + length == ends))
-    key_of, key_first = _distinct_keys(data, tag_start, tag_end + 1, simple)
-    return SingleValues(simple, wall_time, step, tag_start, tag_end, key_of, key_first, value_start, value_end)
+    key_of, key_first, keys = _distinct_keys(data, tag_start, tag_end + 1, simple)
+    return SingleValues(simple, wall_time, step, tag_start, tag_end, key_of, key_first, keys, value_start, value_end)
 
 
 def plain_histograms(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, legacy: np.ndarray) -> np.ndarray:
@@ -140,29 +141,94 @@ def _plain_legacy(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tup
 
 def _distinct_keys(
     data: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, Keys]:
     """Groups the byte strings `data[starts[i]:ends[i]]` for i in `where` by content: the group of each (-1 outside
-    `where`) and the first i of each group. A few tags repeat over thousands of records, so this is done at once."""
+    `where`), the first i of each group, and each group's bytes. A few tags repeat over thousands of records, so
+    this is done at once."""
     key_of = np.full(len(starts), -1, dtype=np.int64)
     chosen = np.flatnonzero(where)
+    keys = Keys.of(data, starts[chosen], ends[chosen])
     if not len(chosen):
-        return key_of, chosen
-    lengths = ends[chosen] - starts[chosen]
-    columns = np.arange(-(-int(lengths.max()) // 8) * 8)  # whole 8-byte words, hashed a word at a time
-    keys = data.take(starts[chosen, None] + columns, mode="clip")
-    keys[columns >= lengths[:, None]] = 0
-    # Grouped by a hash, then every key compared with its group's first: equal hashes of unequal keys are caught.
-    hashes = lengths.astype(np.uint64)
-    for word in keys.view(np.uint64).T:
-        hashes = hashes * np.uint64(0x100000001B3) + word
-    _, first, group = np.unique(hashes, return_index=True, return_inverse=True)
-    if not ((keys == keys[first[group]]).all() and (lengths == lengths[first[group]]).all()):
-        rows = np.concatenate([keys, lengths[:, None].view(np.uint8)], axis=1)
+        return key_of, chosen, keys
+    # Grouped by hash, then every key compared with its group's first: equal hashes of unequal keys are caught.
+    _, first, group = np.unique(keys.hashes, return_index=True, return_inverse=True)
+    words, lengths = keys.words, keys.lengths
+    if not ((words == words[first[group]]).all() and (lengths == lengths[first[group]]).all()):
+        rows = np.concatenate([words.view(np.uint8), lengths[:, None].view(np.uint8)], axis=1)
         _, first, group = np.unique(
             rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), return_index=True, return_inverse=True
         )
     key_of[chosen] = group
-    return key_of, chosen[first]
+    return key_of, chosen[first], keys.take(first)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Byte strings as rows of whole 8-byte words (zero past each string's end), with their lengths and a hash of
+    each that does not depend on how many words the rows have: so strings of two batches compare as they are."""
+
+    words: np.ndarray  # uint64, (strings, words)
+    lengths: np.ndarray  # int64
+    hashes: np.ndarray  # uint64
+
+    @staticmethod
+    def of(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Keys:
+        """The strings `data[starts[i]:ends[i]]`."""
+        lengths = ends - starts
+        if not len(lengths):
+            return Keys(np.zeros((0, 0), dtype=np.uint64), lengths, lengths.astype(np.uint64))
+        columns = np.arange(-(-int(lengths.max()) // 8) * 8)
+        chars = data.take(starts[:, None] + columns, mode="clip")
+        chars[columns >= lengths[:, None]] = 0
+        words = chars.view(np.uint64).reshape(len(lengths), -1)
+        hashes = lengths.astype(np.uint64)
+        for j, word in enumerate(words.T):  # a word at a time, each string over its own words only
+            hashes = np.where(lengths > 8 * j, hashes * np.uint64(0x100000001B3) + word, hashes)
+        return Keys(words, lengths, hashes)
+
+    def take(self, rows: np.ndarray) -> Keys:
+        return Keys(self.words[rows], self.lengths[rows], self.hashes[rows])
+
+
+UNKNOWN = -2  # `KnownKeys.lookup`: a key not among those known
+
+
+class KnownKeys:
+    """A file's tag-and-field keys seen so far with what each is (`EventFile._kinds`: a tag id, or -1), indexed for
+    lookups a whole batch at a time: a file of 10,000 tags has a few thousand keys in every read buffer, and a
+    dictionary lookup of each, bytes made for each, cost a fifth of reading it."""
+
+    def __init__(self, kinds: dict[bytes, int]) -> None:
+        self.source = kinds
+        self.size = len(kinds)
+        strings = list(kinds)
+        lengths = np.fromiter(map(len, strings), dtype=np.int64, count=self.size)
+        ends = np.cumsum(lengths)
+        keys = Keys.of(np.frombuffer(b"".join(strings), dtype=np.uint8), ends - lengths, ends)
+        order = np.argsort(keys.hashes, kind="stable")
+        self.keys = keys.take(order)
+        self.kinds = np.fromiter(kinds.values(), dtype=np.int64, count=self.size)[order]
+
+    def serves(self, kinds: dict[bytes, int]) -> bool:
+        """Whether this is still worth looking `kinds` up in. Keys are only ever added to it, never changed, so
+        what this found stays right, and a key added since is looked up by its bytes; once they are more than an
+        eighth of what this holds, a new index pays (so a file whose keys keep growing is indexed anew only
+        log-many times)."""
+        return self.source is kinds and len(kinds) <= self.size + self.size // 8
+
+    def lookup(self, keys: Keys) -> np.ndarray:
+        """What each of `keys` is, UNKNOWN where not known (or where its hash is shared by another known key: the
+        caller then looks it up by its bytes)."""
+        found = np.full(len(keys.hashes), UNKNOWN, dtype=np.int64)
+        if not self.size or not len(found):
+            return found
+        at = np.minimum(np.searchsorted(self.keys.hashes, keys.hashes), self.size - 1)
+        # Strings of one length fill as many words, within both row widths; the words past them are zero.
+        width = min(keys.words.shape[1], self.keys.words.shape[1])
+        same = (self.keys.hashes[at] == keys.hashes) & (self.keys.lengths[at] == keys.lengths)
+        same &= (self.keys.words[at, :width] == keys.words[:, :width]).all(axis=1)
+        found[same] = self.kinds[at[same]]
+        return found
 
 
 def _byte(data: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -31,6 +31,9 @@ SKIPPED_SHOWN = 10
 TENSOR_FIELD = 0x42  # the key opening Summary.Value.tensor: field 8, length-delimited
 # Event files gone from a run's directory are each a warning, the latest this many.
 GONE_SHOWN = 20
+# A block holding at least this many tag-and-field keys looks them up a block at a time (`fast_path.KnownKeys`);
+# fewer are looked up one by one, which costs less than the index's numpy calls.
+LOOKUP_KEYS = 64
 
 
 class Series:
@@ -255,6 +258,7 @@ class EventFile:
         self._tag_ids: dict[str, int] = {}  # tag -> its position in _tags
         self._tags: list[str] = []
         self._kinds: dict[bytes, int] = {}  # a single value's tag bytes and field key -> tag id, or -1: no histogram
+        self._known: fast_path.KnownKeys | None = None  # _kinds indexed for lookups by block (see `known_keys`)
         self.error: str | None = None  # why the last reload could not read the file (it vanished, say)
         self.skipped: list[ReportWarning] = []  # the first values left out because they do not decode
         self.skipped_more = 0  # how many more were left out
@@ -419,6 +423,13 @@ class EventFile:
         else:
             self.skipped_more += 1
 
+    def known_keys(self) -> fast_path.KnownKeys:
+        """`_kinds` indexed for lookups a block at a time, indexed anew once it has grown enough to pay."""
+        known = self._known
+        if known is None or not known.serves(self._kinds):
+            known = self._known = fast_path.KnownKeys(self._kinds)
+        return known
+
     def _tag_id(self, tag: str) -> int:
         tag_id = self._tag_ids.get(tag)
         if tag_id is None:
@@ -556,9 +567,9 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     if counts != held:
         read = _read_fast(items, raw, counts)
     firsts, file_of, offsets, fast, plain = read.firsts, read.file_of, read.offsets, read.fast, read.plain
-    pair_of, pair_first, pair_bounds, keys = read.pair_of, read.pair_first, read.pair_bounds, read.keys
-    key_first = pair_first.tolist()
-    key_tags = [-1] * (len(keys) + 1)  # the trailing -1 is picked by records not simple
+    pair_of, pair_first, new_keys = read.pair_of, read.pair_first, read.new_keys
+    key_first = pair_first.tolist() if new_keys else []
+    key_tags = [*read.kinds, -1]  # the trailing -1 is picked by records not simple
     others = np.flatnonzero(fast.key_of < 0)
     other_bounds = np.searchsorted(others, firsts).tolist()
     others_list = others.tolist()
@@ -570,7 +581,6 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     skips: list[list[tuple[int, int, str, int, str]]] = []  # (record, index, tag, step, problem) of each file
     for k, (f, _, _) in enumerate(items):
         kinds = f._kinds
-        mine = range(pair_bounds[k], pair_bounds[k + 1])
         # Read in full: records of other layouts, and the first single value of each tag-and-field key the file
         # has not shown before; from then on the key alone decides whether a value is a histogram, and of which tag.
         unseen = [key_first[p] for p in read.unseen[k]]
@@ -583,7 +593,7 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
             found = events.histogram_values(event, f._plugins)
             pair = int(pair_of[record])
             if pair >= 0:
-                kinds[keys[pair]] = -1 if found is None else f._tag_id(found[2][0][1])
+                kinds[new_keys[pair]] = key_tags[pair] = -1 if found is None else f._tag_id(found[2][0][1])
             if found is not None:
                 step, wall_time, values = found
                 summary = event.summary.value
@@ -594,8 +604,6 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
                         slow.append((record, index, f._tag_id(tag), encoding, step, wall_time))
                     else:
                         skipped.append((record, index, tag, step, problem))
-        for p in mine:
-            key_tags[p] = kinds[keys[p]]
         first_seen += unseen
         slows.append(slow)
         skips.append(skipped)
@@ -638,7 +646,8 @@ class _FastRead:
     pair_of: np.ndarray  # each record's tag-and-field key in its file, -1 where not simple
     pair_first: np.ndarray  # each key's first record
     pair_bounds: list[int]  # block k's keys are pair_first[pair_bounds[k]:pair_bounds[k + 1]]
-    keys: list[bytes]  # each key's bytes: the tag's, and the byte that opens the value's field
+    kinds: list[int]  # what each key is in its file (see `EventFile._kinds`), fast_path.UNKNOWN where not shown yet
+    new_keys: dict[int, bytes]  # the bytes of each key not shown yet: the tag's, and the byte opening the value's field
     unseen: list[list[int]]  # for each block, its keys that its file has not shown before
     whole: np.ndarray  # bool: the record certainly parses as an event (see below)
 
@@ -675,18 +684,57 @@ def _read_fast(items: list[tuple[EventFile, Block, int]], raw: bytes, counts: li
         pair_of[simple] = group
         pair_first = simple[first]
         pair_bounds = np.searchsorted(codes // width, np.arange(len(items) + 1)).tolist()
-    raw_keys = zip(fast.tag_start[pair_first].tolist(), fast.tag_end[pair_first].tolist(), strict=True)
-    keys = [raw[start : end + 1] for start, end in raw_keys]
+    kinds, new_keys, unseen = _key_kinds(items, raw, fast, pair_first, pair_bounds)
     # Read in full, so certain to parse: a histogram (field histo or tensor) whose every byte the fast path
     # checked, with no metadata (left unread), and a tag whose bytes an earlier record of the file has (the
     # first of each key in a file is parsed: its tag must be UTF-8).
     whole = np.zeros(len(starts), dtype=bool)
     whole[simple] = plain[simple] & (legacy | (field == TENSOR_FIELD)) & (fast.value_end[simple] == ends[simple])
-    unseen = [
-        [p for p in range(*pair_bounds[k : k + 2]) if keys[p] not in f._kinds] for k, (f, _, _) in enumerate(items)
-    ]
     whole[pair_first[[p for block in unseen for p in block]]] = False
-    return _FastRead(firsts, file_of, offsets, fast, plain, pair_of, pair_first, pair_bounds, keys, unseen, whole)
+    return _FastRead(
+        firsts, file_of, offsets, fast, plain, pair_of, pair_first, pair_bounds, kinds, new_keys, unseen, whole
+    )
+
+
+def _key_kinds(
+    items: list[tuple[EventFile, Block, int]],
+    raw: bytes,
+    fast: fast_path.SingleValues,
+    pair_first: np.ndarray,
+    pair_bounds: list[int],
+) -> tuple[list[int], dict[int, bytes], list[list[int]]]:
+    """What each key of each block is in its file (`EventFile._kinds`, fast_path.UNKNOWN where not shown yet),
+    the bytes of those not shown yet, and which those are, block by block.
+
+    A block of many keys has them looked up a block at a time (a file of 10,000 tags holds thousands in every
+    read buffer); the rest, and any that lookup leaves unknown, by their bytes."""
+    kinds = np.full(len(pair_first), fast_path.UNKNOWN, dtype=np.int64)
+    looked_up = False
+    for k, (f, _, _) in enumerate(items):
+        a, b = pair_bounds[k], pair_bounds[k + 1]
+        if b - a >= LOOKUP_KEYS:
+            kinds[a:b] = f.known_keys().lookup(fast.keys.take(fast.key_of[pair_first[a:b]]))
+            looked_up = True
+    missing = np.flatnonzero(kinds == fast_path.UNKNOWN) if looked_up else np.arange(len(pair_first))
+    records = pair_first[missing]
+    bounds = np.searchsorted(missing, pair_bounds).tolist()
+    missing_list, starts, ends = missing.tolist(), fast.tag_start[records].tolist(), fast.tag_end[records].tolist()
+    found = kinds.tolist()
+    new_keys: dict[int, bytes] = {}
+    unseen: list[list[int]] = []
+    for k, (f, _, _) in enumerate(items):
+        known, mine = f._kinds, []
+        a, b = bounds[k], bounds[k + 1]
+        for p, start, end in zip(missing_list[a:b], starts[a:b], ends[a:b], strict=True):
+            key = raw[start : end + 1]
+            kind = known.get(key)
+            if kind is None:
+                new_keys[p] = key
+                mine.append(p)
+            else:
+                found[p] = kind
+        unseen.append(mine)
+    return found, new_keys, unseen
 
 
 def _add_values(
