@@ -247,3 +247,25 @@ def test_a_file_with_many_tags_appends_to_each_series_once_per_reload(tmp_path, 
     series = index.runs["."].files[0].series
     assert len(series) == 2_000 and all(s.steps.tolist() == [0, 1, 2] for s in series.values())
     assert len(appended) == 2_000 and set(appended.values()) == {1}
+
+
+def test_sizing_300_colliding_tags_opens_the_event_file_once(tmp_path, monkeypatch):
+    """Each lane's size comes from its last value: those of every colliding tag are decoded in one pass over the
+    file, not with an opening of the file for each tag."""
+    from tb_varscope_plugin.reading import run_index
+
+    values = np.arange(3.0)
+    events = [
+        event_pb2.Event(step=step, summary=histogram_pb(f"block_{t}/kernel", values + layer, buckets=1))
+        for step in range(3)
+        for t in range(300)
+        for layer in range(2)  # two layers under one tag
+    ]
+    write_events(str(tmp_path / "events.out.tfevents.1.host"), events)
+    index = LogdirIndex(str(tmp_path))
+    index.reload()
+    opened = []
+    real = run_index.PositionedReader
+    monkeypatch.setattr(run_index, "PositionedReader", lambda path: opened.append(path) or real(path))
+    report = report_module.build_run_report(index.runs["."])
+    assert len(report["collisions"]) == 300 and len(opened) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +12,7 @@ import numpy as np
 from tb_varscope_plugin.analysis.attribution import LaneMatch
 from tb_varscope_plugin.analysis.tag_names import is_activation, is_gradient
 from tb_varscope_plugin.reading.events import LEGACY, TENSOR
-from tb_varscope_plugin.reading.run_index import EventFile, RunIndex, Series
+from tb_varscope_plugin.reading.run_index import EventFile, RunIndex, Series, ValueRef
 from tb_varscope_plugin.schema import CROSS_FILE, RESTART, SAME_STEP, Collision, CollisionKind, Lane
 
 # tf-keras's callback logs weight.name with ':' made '_': my_variable1:0 becomes my_variable1_0/histogram.
@@ -55,15 +57,19 @@ class FoundCollision:
 
 def find_collisions(run: RunIndex) -> list[FoundCollision]:
     """Every colliding histogram tag of the run: a same-step and a cross-file collision per tag at most."""
-    found = []
+    found: list[tuple[FoundCollision, list[ValueRef | None] | None]] = []  # same-step ones with their lanes' last
     for tag in run.histogram_tags():
         same_step = _same_step(run, tag)
         if same_step is not None:
             found.append(same_step)
         cross_file = _cross_file(run, tag)
         if cross_file is not None:
-            found.append(cross_file)
-    return found
+            found.append((cross_file, None))
+    # Each lane's size from its last value, decoded all at once: each file is opened once for them (a run of
+    # 10,000 tags may have a thousand colliding), and the last values of a step's lanes, often in one record, are
+    # read and parsed once.
+    decoded = iter(run.decode_all([ref for _, lasts in found for ref in lasts or () if ref is not None]))
+    return [collision if lasts is None else _sized(collision, lasts, decoded) for collision, lasts in found]
 
 
 def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collision:
@@ -104,7 +110,8 @@ def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collisio
     return entry
 
 
-def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
+def _same_step(run: RunIndex, tag: str) -> tuple[FoundCollision, list[ValueRef | None]] | None:
+    """The tag's same-step collision, if it has one, its lanes' sizes left for `_sized`; with each lane's last value."""
     writers = 0
     repeated: set[int] = set()
     files = []
@@ -124,15 +131,7 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
     if not repeated:
         return None
     lasts = [run.last_ref(tag, lane) for lane in range(writers)]
-    # Decoded together: the last values of a step's lanes often lie in one record, read and parsed once.
-    decoded = iter(run.decode_all([ref for ref in lasts if ref is not None]))
-    elements = []
-    for last in lasts:
-        buckets = next(decoded) if last is not None else None
-        elements.append(int(round(float(buckets[:, 2].sum()))) if buckets is not None and len(buckets) else 0)
-    if len(set(elements)) > 1:
-        restarts = None  # one variable written again has one size: lanes of several sizes are several variables
-    return FoundCollision(
+    found = FoundCollision(
         tag,
         SAME_STEP,
         writers,
@@ -140,10 +139,23 @@ def _same_step(run: RunIndex, tag: str) -> FoundCollision | None:
         min(repeated),
         max(repeated),
         tuple(files),
-        tuple(elements),
+        (),
         writer,
         tuple(restarts or ()),
     )
+    return found, lasts
+
+
+def _sized(found: FoundCollision, lasts: list[ValueRef | None], decoded: Iterator[np.ndarray]) -> FoundCollision:
+    """A same-step collision with each lane's element count, from the buckets of its last value (`decoded` yields
+    those of each of `lasts` that is not None, in turn)."""
+    elements = []
+    for last in lasts:
+        buckets = next(decoded) if last is not None else None
+        elements.append(int(round(float(buckets[:, 2].sum()))) if buckets is not None and len(buckets) else 0)
+    # One variable written again has one size: lanes of several sizes are several variables, not a restart.
+    restarts = found.restarts if len(set(elements)) == 1 else ()
+    return dataclasses.replace(found, elements=tuple(elements), restarts=restarts)
 
 
 def _restarts(series: Series) -> list[tuple[int, int]] | None:
