@@ -249,6 +249,28 @@ def test_a_file_with_many_tags_appends_to_each_series_once_per_reload(tmp_path, 
     assert len(appended) == 2_000 and set(appended.values()) == {1}
 
 
+def test_a_file_with_many_tags_looks_for_series_to_create_only_while_a_tag_has_none(tmp_path, monkeypatch):
+    """Once every tag of a file has its series, a buffer's values go to them without a look at each tag: a file
+    of 10,000 tags would otherwise look up thousands of tags in every buffer (a tenth of reading it)."""
+    from tb_varscope_plugin.reading import records
+    from tb_varscope_plugin.reading.run_index import EventFile
+
+    _small_histograms(tmp_path, tags=2_000, steps=3)
+    monkeypatch.setattr(records, "BLOCK", 4096)  # many buffers, each with a value or two of many tags
+    looks = Counter()
+
+    class Looked(dict):
+        def __contains__(self, tag):
+            looks[tag] += 1
+            return super().__contains__(tag)
+
+    event_file = EventFile(str(tmp_path / "events.out.tfevents.1.host"))
+    event_file.series = Looked()
+    event_file.reload()
+    assert len(event_file.series) == 2_000 and all(len(s) == 3 for s in event_file.series.values())
+    assert sum(looks.values()) < 2_100  # the first step's; 6,000 if every value's tag were looked up
+
+
 def test_sizing_300_colliding_tags_opens_the_event_file_once(tmp_path, monkeypatch):
     """Each lane's size comes from its last value: those of every colliding tag are decoded in one pass over the
     file, not with an opening of the file for each tag."""

@@ -761,9 +761,13 @@ def _add_values(
     files, tags = files[order], tags[order]
     firsts = np.flatnonzero((np.diff(files, prepend=-1) != 0) | (np.diff(tags, prepend=-1) != 0))
     first_rows = order[firsts]
+    group_files, group_tags = files[firsts].tolist(), tags[firsts].tolist()
     # New series are created in the order their first values were written (records are numbered file by file).
-    by_first = np.lexsort((indices[first_rows], records[first_rows])).tolist()
-    group_files, group_tags, first_rows_list = files[firsts].tolist(), tags[firsts].tolist(), first_rows.tolist()
+    # A series' tag always has an id, so a file with a series for every id has none to create: the file of
+    # 10,000 tags, from its second buffer on, is not looked at tag by tag here.
+    creating = any(len(f.series) < len(f._tags) for f, _, _ in items)
+    by_first = np.lexsort((indices[first_rows], records[first_rows])).tolist() if creating else []
+    first_rows_list = first_rows.tolist() if creating else []
     for g in by_first:
         f = items[group_files[g]][0]
         tag = f._tags[group_tags[g]]
