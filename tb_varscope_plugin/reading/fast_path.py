@@ -195,8 +195,8 @@ UNKNOWN = -2  # `KnownKeys.lookup`: a key not among those known
 
 class KnownKeys:
     """A file's tag-and-field keys seen so far with what each is (`EventFile._kinds`: a tag id, or -1), indexed for
-    lookups a whole batch at a time: a file of 10,000 tags has a few thousand keys in every read buffer, and a
-    dictionary lookup of each, bytes made for each, cost a fifth of reading it."""
+    lookups a whole batch at a time: a file of 10,000 tags has a few thousand keys in every read buffer, and making
+    each key's bytes to look it up in the dictionary cost about a tenth of reading such a file."""
 
     def __init__(self, kinds: dict[bytes, int]) -> None:
         self.source = kinds
