@@ -312,6 +312,35 @@ def test_a_file_whose_tags_keep_growing_is_indexed_a_linear_number_of_keys(tmp_p
     assert len(indexed) > 10 and sum(indexed) < 10 * 3000
 
 
+def test_tags_longer_than_a_key_row_are_told_apart_by_their_bytes(tmp_path, monkeypatch, lookup_keys):
+    """Keys of more than KEY_BYTES are not held as words: two tags alike in their first 150 bytes, across many
+    buffers, are still two tags, each found as parsing finds it."""
+    monkeypatch.setattr(records, "BLOCK", 4 << 10)
+    tags = ["p" * 150 + "/a", "p" * 150 + "/b", "short/kernel", "q" * 300]
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    write_events(path, many_tags(tags, steps=6))
+    found, damage = assert_same(path)
+    assert damage is None and sorted(found) == sorted(tags) and all(len(v) == 6 for v in found.values())
+
+
+def test_one_huge_tag_among_many_values_is_read_in_bounded_memory(tmp_path):
+    """A tag's bytes are held as words only up to KEY_BYTES: one 1 MB tag in a buffer of 20,000 small values once
+    made a 20,000 x 1 MB index (150 GB), now a few megabytes."""
+    import tracemalloc
+
+    events_in = many_tags(["t" * (1 << 20)], 1) + many_tags(["small"], 20_000)[1:]
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    write_events(path, events_in)
+    tracemalloc.start()
+    try:
+        found, damage = assert_same(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert damage is None and len(found["small"]) == 20_000
+    assert peak < 200 << 20  # the file is 22 MB; parsing it for the comparison holds its events
+
+
 @pytest.mark.slow  # tensorboardX imports torch when it is installed
 def test_tensorboardx_logs_are_indexed_as_parsing_finds_them(tmp_path):
     tensorboardX = pytest.importorskip("tensorboardX")

@@ -147,25 +147,49 @@ def _distinct_keys(
     this is done at once."""
     key_of = np.full(len(starts), -1, dtype=np.int64)
     chosen = np.flatnonzero(where)
-    keys = Keys.of(data, starts[chosen], ends[chosen])
-    if not len(chosen):
-        return key_of, chosen, keys
-    # Grouped by hash, then every key compared with its group's first: equal hashes of unequal keys are caught.
-    _, first, group = np.unique(keys.hashes, return_index=True, return_inverse=True)
-    words, lengths = keys.words, keys.lengths
-    if not ((words == words[first[group]]).all() and (lengths == lengths[first[group]]).all()):
-        rows = np.concatenate([words.view(np.uint8), lengths[:, None].view(np.uint8)], axis=1)
-        _, first, group = np.unique(
-            rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), return_index=True, return_inverse=True
-        )
-    key_of[chosen] = group
-    return key_of, chosen[first], keys.take(first)
+    lengths = ends[chosen] - starts[chosen]
+    short = chosen[lengths <= KEY_BYTES]
+    keys = Keys.of(data, starts[short], ends[short])
+    first = np.zeros(0, dtype=np.int64)
+    if len(short):
+        # Grouped by hash, then every key compared with its group's first: equal hashes of unequal keys are caught.
+        _, first, group = np.unique(keys.hashes, return_index=True, return_inverse=True)
+        words, held = keys.words, keys.lengths
+        if not ((words == words[first[group]]).all() and (held == held[first[group]]).all()):
+            rows = np.concatenate([words.view(np.uint8), held[:, None].view(np.uint8)], axis=1)
+            _, first, group = np.unique(
+                rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), return_index=True, return_inverse=True
+            )
+        key_of[short] = group
+    # Longer keys (a tag of more than KEY_BYTES - 1 bytes, rare) by their bytes, one by one: a 2 MB buffer holds
+    # 16,000 at most.
+    groups: dict[bytes, int] = {}
+    long_rows: list[int] = chosen[lengths > KEY_BYTES].tolist()
+    long_groups: list[int] = []  # each long row's group
+    long_first: list[int] = []  # each long group's first row
+    for i in long_rows:
+        found = groups.setdefault(data[starts[i] : ends[i]].tobytes(), len(first) + len(groups))
+        if found == len(first) + len(long_first):
+            long_first.append(i)
+        long_groups.append(found)
+    key_of[long_rows] = long_groups
+    long_keys = Keys.too_long(np.array([ends[i] - starts[i] for i in long_first], dtype=np.int64), keys.words.shape[1])
+    return key_of, np.concatenate([short[first], long_first]).astype(np.int64), keys.take(first).then(long_keys)
+
+
+# A key is a tag's bytes and the byte opening its value's field. Those of up to this many bytes are held as 8-byte
+# words for batch comparisons; longer ones (a tag of over 127 bytes) only by their bytes, so that memory stays
+# within rows x KEY_BYTES whatever a file's tags are.
+KEY_BYTES = 128
+# Keys made into words at once: a buffer of tiny records holds 100,000 of them, and each costs its index matrix.
+KEY_ROWS = 8192
 
 
 @dataclass(frozen=True)
 class Keys:
-    """Byte strings as rows of whole 8-byte words (zero past each string's end), with their lengths and a hash of
-    each that does not depend on how many words the rows have: so strings of two batches compare as they are."""
+    """Byte strings of at most KEY_BYTES as rows of whole 8-byte words (zero past each string's end), with their
+    lengths and a hash of each that does not depend on how many words the rows have: so strings of two batches
+    compare as they are. A longer string is a row of zeros with its length, which compares equal to nothing."""
 
     words: np.ndarray  # uint64, (strings, words)
     lengths: np.ndarray  # int64
@@ -173,21 +197,36 @@ class Keys:
 
     @staticmethod
     def of(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Keys:
-        """The strings `data[starts[i]:ends[i]]`."""
+        """The strings `data[starts[i]:ends[i]]`, each of at most KEY_BYTES bytes."""
         lengths = ends - starts
         if not len(lengths):
-            return Keys(np.zeros((0, 0), dtype=np.uint64), lengths, lengths.astype(np.uint64))
+            return Keys.too_long(lengths, 0)
         columns = np.arange(-(-int(lengths.max()) // 8) * 8)
-        chars = data.take(starts[:, None] + columns, mode="clip")
-        chars[columns >= lengths[:, None]] = 0
-        words = chars.view(np.uint64).reshape(len(lengths), -1)
+        chunks = []
+        for at in range(0, len(lengths), KEY_ROWS):
+            chars = data.take(starts[at : at + KEY_ROWS, None] + columns, mode="clip")
+            chars[columns >= lengths[at : at + KEY_ROWS, None]] = 0
+            chunks.append(chars.view(np.uint64).reshape(len(chars), -1))
+        words = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         hashes = lengths.astype(np.uint64)
         for j, word in enumerate(words.T):  # a word at a time, each string over its own words only
             hashes = np.where(lengths > 8 * j, hashes * np.uint64(0x100000001B3) + word, hashes)
         return Keys(words, lengths, hashes)
 
+    @staticmethod
+    def too_long(lengths: np.ndarray, width: int) -> Keys:
+        """Strings held by their lengths only (see the class), as rows `width` words wide."""
+        return Keys(np.zeros((len(lengths), width), dtype=np.uint64), lengths, np.zeros(len(lengths), dtype=np.uint64))
+
     def take(self, rows: np.ndarray) -> Keys:
         return Keys(self.words[rows], self.lengths[rows], self.hashes[rows])
+
+    def then(self, later: Keys) -> Keys:
+        """These strings, then `later`'s (rows as wide as these)."""
+        if not len(later.lengths):
+            return self
+        words = np.concatenate([self.words, np.zeros((len(later.lengths), self.words.shape[1]), dtype=np.uint64)])
+        return Keys(words, np.concatenate([self.lengths, later.lengths]), np.concatenate([self.hashes, later.hashes]))
 
 
 UNKNOWN = -2  # `KnownKeys.lookup`: a key not among those known
@@ -200,14 +239,14 @@ class KnownKeys:
 
     def __init__(self, kinds: dict[bytes, int]) -> None:
         self.source = kinds
-        self.size = len(kinds)
-        strings = list(kinds)
-        lengths = np.fromiter(map(len, strings), dtype=np.int64, count=self.size)
+        self.size = len(kinds)  # what `serves` weighs; keys longer than KEY_BYTES are left to the dictionary
+        strings = [key for key in kinds if len(key) <= KEY_BYTES]
+        lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
         ends = np.cumsum(lengths)
         keys = Keys.of(np.frombuffer(b"".join(strings), dtype=np.uint8), ends - lengths, ends)
         order = np.argsort(keys.hashes, kind="stable")
         self.keys = keys.take(order)
-        self.kinds = np.fromiter(kinds.values(), dtype=np.int64, count=self.size)[order]
+        self.kinds = np.array([kinds[key] for key in strings], dtype=np.int64)[order]
 
     def serves(self, kinds: dict[bytes, int]) -> bool:
         """Whether this is still worth looking `kinds` up in. Keys are only ever added to it, never changed, so
@@ -220,12 +259,15 @@ class KnownKeys:
         """What each of `keys` is, UNKNOWN where not known (or where its hash is shared by another known key: the
         caller then looks it up by its bytes)."""
         found = np.full(len(keys.hashes), UNKNOWN, dtype=np.int64)
-        if not self.size or not len(found):
+        held = len(self.kinds)
+        if not held or not len(found):
             return found
-        at = np.minimum(np.searchsorted(self.keys.hashes, keys.hashes), self.size - 1)
-        # Strings of one length fill as many words, within both row widths; the words past them are zero.
+        at = np.minimum(np.searchsorted(self.keys.hashes, keys.hashes), held - 1)
+        # Strings of one length fill as many words, within both row widths; the words past them are zero. A key
+        # too long to be held as words is never found here.
         width = min(keys.words.shape[1], self.keys.words.shape[1])
         same = (self.keys.hashes[at] == keys.hashes) & (self.keys.lengths[at] == keys.lengths)
+        same &= keys.lengths <= KEY_BYTES
         same &= (self.keys.words[at, :width] == keys.words[:, :width]).all(axis=1)
         found[same] = self.kinds[at[same]]
         return found
