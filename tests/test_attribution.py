@@ -11,11 +11,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from eventlogs import histogram_event, write_events
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tb_varscope_plugin import scan
+from tb_varscope_plugin.analysis import attribution
 from tb_varscope_plugin.analysis.attribution import assign, attribute_lanes, candidates, histogram_distance
 from tb_varscope_plugin.analysis.collisions import collision_entry, find_collisions
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, Variable
+from tb_varscope_plugin.reading.events import monotone_edges
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.report import Reporter
 
@@ -105,6 +109,76 @@ def test_histogram_distance_is_zero_for_the_logged_values_and_grows_with_differe
     near = histogram_distance(buckets, values + 0.01)
     far = histogram_distance(buckets, values + 5)
     assert 0 < near < far <= 1
+
+
+EDGES = st.lists(st.sampled_from([-2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 3.0, math.inf, math.nan]), max_size=7)
+VALUES = st.lists(
+    st.sampled_from([-3.0, -1.0, -0.5, -0.0, 0.0, 0.1, 0.5, 1.0, 3.0, 9.0, math.inf, math.nan]), min_size=1
+)
+
+
+def distance_by_np_histogram(buckets, values):
+    """The distance as `histogram_distance` defines it, one candidate at a time through `np.histogram`: the
+    reference the batch form must equal float for float."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    if not len(buckets) or not len(finite):
+        return 1.0
+    lo, hi = float(buckets[0, 0]), float(buckets[-1, 1])
+    span = max(hi - lo, float(finite.max() - finite.min()))
+    off = abs(float(finite.min()) - lo) + abs(float(finite.max()) - hi)
+    range_error = 0.0 if off <= 1e-7 * max(span, abs(lo), abs(hi), 1e-30) else min(1.0, off / span if span else 1.0)
+    counts, _ = np.histogram(finite, bins=monotone_edges(buckets))
+    logged = buckets[:, 2]
+    outside = len(values) - counts.sum()
+    l1 = (float(np.abs(logged - counts).sum()) + outside) / (float(logged.sum()) + len(values))
+    return 0.5 * range_error + 0.5 * l1
+
+
+@settings(
+    max_examples=int(os.environ.get("VARSCOPE_FUZZ_EXAMPLES", "30")) * 10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(EDGES, st.lists(VALUES, min_size=1, max_size=5), st.integers(0, 3), st.integers(1, 40))
+def test_distances_to_many_candidates_are_np_histograms_to_each(edges, rows, shuffle, repeat):
+    """The batch form gives exactly the floats `np.histogram` gives candidate by candidate: values on edges,
+    repeated and falling edges, values outside, NaN and infinities, candidates with nothing finite, and many
+    buckets (numpy sums long rows pairwise)."""
+    width = len(rows[0])
+    stacked = np.array([(row * width)[:width] for row in rows], dtype=np.float64)
+    np.random.default_rng(shuffle).shuffle(stacked, axis=1)
+    edges = (edges * repeat)[: 1 + 6 * repeat]
+    left = np.array(edges[:-1] if len(edges) > 1 else [], dtype=np.float64)
+    right = np.array(edges[1:] if len(edges) > 1 else [], dtype=np.float64)
+    buckets = np.stack([left, right, np.arange(len(left), dtype=np.float64) * 0.3], axis=1).reshape(-1, 3)
+    expected = [distance_by_np_histogram(buckets, row) for row in stacked]
+    prepared = [attribution.Prepared.of(row) for row in stacked]
+    assert np.array_equal(attribution.histogram_distances(buckets, prepared), expected, equal_nan=True)
+    assert np.array_equal([histogram_distance(buckets, row) for row in stacked], expected, equal_nan=True)
+
+
+def test_a_lane_is_compared_with_all_the_candidates_of_its_size_at_once(monkeypatch):
+    """Lanes x candidates distances, but one numpy pass per lane and size: 60 same-shape lanes, 60 candidates."""
+    rng = np.random.default_rng(3)
+    found = [SimpleNamespace(shape=(4, 4), key=str(i)) for i in range(60)] + [SimpleNamespace(shape=(2,), key="b")]
+    values = {v.key: rng.normal(size=v.shape) for v in found}
+    buckets = []
+    for i in range(60):
+        counts, edges = np.histogram(values[str(i)], bins=5)
+        buckets.append(np.stack([edges[:-1], edges[1:], counts], axis=1))
+    passes, prepared = [], []
+    batch = attribution.histogram_distances
+    monkeypatch.setattr(attribution, "histogram_distances", lambda b, c: passes.append(len(c)) or batch(b, c))
+    prepare = attribution.Prepared.of
+    monkeypatch.setattr(attribution.Prepared, "of", lambda v: prepared.append(1) or prepare(v))
+    loads = []
+    distance = attribution._distances(buckets, [16] * 60, found, lambda v: loads.append(v.key) or values[v.key])
+    assert passes == [60] * 60 and len(prepared) == 60  # each candidate sorted once, for all lanes
+    assert "b" not in loads  # the 2-element candidate is never loaded for these lanes
+    assert np.isinf(distance[:, 60]).all() and (np.diag(distance[:, :60]) == 0).all()
+    expected = [[distance_by_np_histogram(buckets[i], values[str(j)]) for j in range(60)] for i in range(60)]
+    assert distance[:, :60].tolist() == expected
 
 
 # --- lanes of a synthetic run against a synthetic checkpoint --------------------------------------------------

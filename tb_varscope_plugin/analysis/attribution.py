@@ -7,6 +7,7 @@ them by comparing histograms (an optimal assignment), since a name shared by sev
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -27,6 +28,8 @@ TIE = 1e-6
 CLEAR_MARGIN = 0.1
 # Equal costs are broken toward write order (lane k -> k-th candidate) with a nudge far below TIE.
 _ORDER_NUDGE = 1e-10
+# Candidate values prepared at once (float64, sorted): 32 MB.
+STACKED_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -111,21 +114,56 @@ def histogram_distance(buckets: np.ndarray, values: np.ndarray) -> float:
     """0 when `values` would have been logged as `buckets`, up to 1 for nothing in common.
 
     Half from the range (min and max are the first left and last right edges), half from the counts: the
-    normalized L1 distance of the counts `values` get on the lane's own bucket edges.
+    normalized L1 distance of the counts `values` get on the lane's own bucket edges (as `np.histogram` counts).
     """
-    values = np.asarray(values, dtype=np.float64).ravel()
-    finite = values[np.isfinite(values)]
-    if not len(buckets) or not len(finite):
-        return 1.0
+    return histogram_distances(buckets, [Prepared.of(values)])[0]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A candidate's values as distances need them: the finite ones sorted, how many there are in all, and the
+    finite ones' least and greatest. Made once per candidate, for every lane it is compared with."""
+
+    finite: np.ndarray  # sorted
+    size: int
+
+    @staticmethod
+    def of(values: np.ndarray) -> Prepared:
+        values = np.asarray(values, dtype=np.float64).ravel()
+        return Prepared(np.sort(values[np.isfinite(values)]), len(values))
+
+
+def histogram_distances(buckets: np.ndarray, candidates: list[Prepared]) -> list[float]:
+    """`histogram_distance(buckets, values)` for each of `candidates`, the arithmetic done once for all: a lane is
+    compared with every candidate of its size, and a model with hundreds of same-shape weights logged under one
+    name has hundreds of each."""
+    if not len(buckets):
+        return [1.0] * len(candidates)
+    edges = monotone_edges(buckets)
+    # np.histogram's own counting: bins [e_i, e_i+1), the last one closed, from the sorted values.
+    below = [np.searchsorted(c.finite, edges[:-1], side="left") for c in candidates]
+    last = [np.searchsorted(c.finite, edges[-1:], side="right") for c in candidates]
+    counts = np.diff(np.concatenate([np.stack(below), np.stack(last)], axis=1), axis=1)
+    held = np.array([len(c.finite) for c in candidates])
+    low = np.array([c.finite[0] if len(c.finite) else 0.0 for c in candidates])
+    high = np.array([c.finite[-1] if len(c.finite) else 0.0 for c in candidates])
+    size = np.array([c.size for c in candidates], dtype=np.float64)
     lo, hi = float(buckets[0, 0]), float(buckets[-1, 1])
-    span = max(hi - lo, float(finite.max() - finite.min()))
-    off = abs(float(finite.min()) - lo) + abs(float(finite.max()) - hi)
-    range_error = 0.0 if off <= 1e-7 * max(span, abs(lo), abs(hi), 1e-30) else min(1.0, off / span if span else 1.0)
-    counts, _ = np.histogram(finite, bins=monotone_edges(buckets))
+    # As Python's max() and min() of floats, which keep the first operand against a NaN, where numpy's spread it.
+    span = _python_max(np.full(len(candidates), hi - lo), high - low)
+    off = np.abs(low - lo) + np.abs(high - hi)
+    scale = _python_max(_python_max(_python_max(span, abs(lo)), abs(hi)), 1e-30)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(span != 0, off / span, 1.0)
+    range_error = np.where(off <= 1e-7 * scale, 0.0, np.where(ratio < 1.0, ratio, 1.0))
     logged = buckets[:, 2]
-    outside = len(values) - counts.sum()  # values the lane's edges do not hold at all
-    l1 = (float(np.abs(logged - counts).sum()) + outside) / (float(logged.sum()) + len(values))
-    return 0.5 * range_error + 0.5 * l1
+    outside = size - counts.sum(axis=1)  # values the lane's edges do not hold at all
+    l1 = (np.abs(logged - counts).sum(axis=1) + outside) / (float(logged.sum()) + size)
+    return np.where(held > 0, 0.5 * range_error + 0.5 * l1, 1.0).tolist()
+
+
+def _python_max(first: np.ndarray, second: np.ndarray | float) -> np.ndarray:
+    return np.where(second > first, second, first)
 
 
 def nearest_ref(refs: list[ValueRef], when: float | None) -> ValueRef:
@@ -169,15 +207,7 @@ def match_lanes(
             values[v.key] = v.load()
         return values[v.key]
 
-    distance = np.array(
-        [
-            [
-                histogram_distance(buckets[lane], loaded(v)) if fits else np.inf
-                for v, fits in zip(found, row, strict=True)
-            ]
-            for lane, row in enumerate(feasible)
-        ]
-    )
+    distance = _distances(buckets, elements, found, loaded)
     # Infeasible pairs cost more than any whole assignment of feasible ones; equal costs lean to write order.
     impossible = float(lanes + len(found) + 1)
     nudge = _ORDER_NUDGE * np.abs(np.arange(lanes)[:, None] - np.arange(len(found))[None, :])
@@ -192,6 +222,27 @@ def match_lanes(
         margin = math.inf if margin >= impossible / 2 else margin
         matches.append(_judge(lane, j, found, distance[lane], margin, context))
     return matches
+
+
+def _distances(
+    buckets: list[np.ndarray], elements: list[int], found: list[Variable], loaded: Callable[[Variable], np.ndarray]
+) -> np.ndarray:
+    """`histogram_distance` of each lane (its buckets, its element count) to each candidate of its size, inf to the
+    others. The candidates of one size are prepared (sorted) once, at most STACKED_VALUES values at a time, and each
+    lane is compared with all of them at once."""
+    distance = np.full((len(buckets), len(found)), np.inf)
+    by_size: dict[int, list[int]] = {}
+    for j, v in enumerate(found):
+        by_size.setdefault(math.prod(v.shape), []).append(j)
+    for size, columns in by_size.items():
+        lanes = [lane for lane, count in enumerate(elements) if count == size]
+        step = max(1, STACKED_VALUES // max(size, 1))
+        for at in range(0, len(columns) if lanes else 0, step):
+            chunk = columns[at : at + step]
+            prepared = [Prepared.of(loaded(found[j])) for j in chunk]
+            for lane in lanes:
+                distance[lane, chunk] = histogram_distances(buckets[lane], prepared)
+    return distance
 
 
 @dataclass(frozen=True)
