@@ -29,7 +29,7 @@ CLEAR_MARGIN = 0.1
 # Equal costs are broken toward write order (lane k -> k-th candidate) with a nudge far below TIE.
 _ORDER_NUDGE = 1e-10
 # Candidate values prepared at once (float64, sorted): 32 MB.
-STACKED_VALUES = 1 << 22
+PREPARED_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,8 @@ def histogram_distance(buckets: np.ndarray, values: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A candidate's values as distances need them: the finite ones sorted, how many there are in all, and the
-    finite ones' least and greatest. Made once per candidate, for every lane it is compared with."""
+    """A candidate's values as distances need them: the finite ones sorted (so their least and greatest are the
+    ends), and how many there are in all. Made once per candidate, for every lane it is compared with."""
 
     finite: np.ndarray  # sorted
     size: int
@@ -228,7 +228,7 @@ def _distances(
     buckets: list[np.ndarray], elements: list[int], found: list[Variable], loaded: Callable[[Variable], np.ndarray]
 ) -> np.ndarray:
     """`histogram_distance` of each lane (its buckets, its element count) to each candidate of its size, inf to the
-    others. The candidates of one size are prepared (sorted) once, at most STACKED_VALUES values at a time, and each
+    others. The candidates of one size are prepared (sorted) once, at most PREPARED_VALUES values at a time, and each
     lane is compared with all of them at once."""
     distance = np.full((len(buckets), len(found)), np.inf)
     by_size: dict[int, list[int]] = {}
@@ -236,7 +236,7 @@ def _distances(
         by_size.setdefault(math.prod(v.shape), []).append(j)
     for size, columns in by_size.items():
         lanes = [lane for lane, count in enumerate(elements) if count == size]
-        step = max(1, STACKED_VALUES // max(size, 1))
+        step = max(1, PREPARED_VALUES // max(size, 1))
         for at in range(0, len(columns) if lanes else 0, step):
             chunk = columns[at : at + step]
             prepared = [Prepared.of(loaded(found[j])) for j in chunk]
