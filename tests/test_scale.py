@@ -25,6 +25,7 @@ from tb_varscope_plugin.reading import records as records_module
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import Series
 from tb_varscope_plugin.report import Reporter
+from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP
 from tb_varscope_plugin.server.live import LiveReport
 
 
@@ -291,3 +292,35 @@ def test_sizing_300_colliding_tags_opens_the_event_file_once(tmp_path, monkeypat
     monkeypatch.setattr(run_index, "PositionedReader", lambda path: opened.append(path) or real(path))
     report = report_module.build_run_report(index.runs["."])
     assert len(report["collisions"]) == 300 and len(opened) == 1
+
+
+def test_finding_collisions_looks_closer_only_at_tags_that_repeat_a_step_or_share_a_file(tmp_path, monkeypatch):
+    """Of 2,000 tags, the 20 written twice at a step and the 10 a second file also holds are the only ones whose
+    series are examined as candidates; the other 1,970 cost a set lookup each."""
+    from tb_varscope_plugin.analysis import collisions
+
+    values = np.arange(3.0)
+    first = [
+        event_pb2.Event(step=step, summary=histogram_pb(f"block_{t}/kernel", values, buckets=1))
+        for step in range(2)
+        for t in range(2_000)
+        for _ in range(2 if t < 20 else 1)  # two layers under each of the first 20 tags
+    ]
+    resumed = [
+        event_pb2.Event(step=1, summary=histogram_pb(f"block_{t}/kernel", values, buckets=1))
+        for t in range(1_990, 2_000)
+    ]
+    write_events(str(tmp_path / "events.out.tfevents.1.host"), first)
+    write_events(str(tmp_path / "events.out.tfevents.2.host"), resumed)
+    index = LogdirIndex(str(tmp_path))
+    index.reload()
+    looked: Counter[str] = Counter()
+    for name in ("_same_step", "_cross_file"):
+        real = getattr(collisions, name)
+        monkeypatch.setattr(
+            collisions, name, lambda run, tag, real=real, name=name: looked.update([name]) or real(run, tag)
+        )
+    found = collisions.find_collisions(index.runs["."])
+    kinds = Counter(f.kind for f in found)
+    assert kinds == {SAME_STEP: 20, CROSS_FILE: 10}
+    assert looked == {"_same_step": 20, "_cross_file": 10}

@@ -58,11 +58,24 @@ class FoundCollision:
 def find_collisions(run: RunIndex) -> list[FoundCollision]:
     """Every colliding histogram tag of the run: a same-step and a cross-file collision per tag at most."""
     found: list[tuple[FoundCollision, list[ValueRef | None] | None]] = []  # same-step ones with their lanes' last
-    for tag in run.histogram_tags():
-        same_step = _same_step(run, tag)
+    # Only a tag that some file holds twice at one step can collide within a file, and only one that several files
+    # hold can collide across them: told apart in one pass over the series, so the tags that do neither (nearly
+    # all) cost a set lookup each, not a look at every file for them.
+    repeating: set[str] = set()
+    held: set[str] = set()
+    shared: set[str] = set()
+    for f in run.files:
+        for tag, series in f.series.items():
+            if series.lanes().most > 1:
+                repeating.add(tag)
+            if tag in held:
+                shared.add(tag)
+        held.update(f.series)
+    for tag in sorted(repeating | shared):
+        same_step = _same_step(run, tag) if tag in repeating else None
         if same_step is not None:
             found.append(same_step)
-        cross_file = _cross_file(run, tag)
+        cross_file = _cross_file(run, tag) if tag in shared else None
         if cross_file is not None:
             found.append((cross_file, None))
     # Each lane's size from its last value, decoded all at once: each file is opened once for them (a run of
