@@ -50,6 +50,11 @@ def test_merge_targets_agrees_with_comparing_every_pair(paths):
     assert groups.merge_targets(paths) == {p: _merged_into_all_pairs(p, paths) for p in paths}
 
 
+@given(st.text(alphabet="ab/._", max_size=12))
+def test_path_tails_are_what_follows_each_separator(path):
+    assert groups.path_tails(path) == [path[i + 1 :] for i, char in enumerate(path) if char in "/."]
+
+
 def test_merge_targets_looks_at_each_path_once_among_ten_thousand(monkeypatch):
     paths = {f"sequential/block_{i // 10}/dense_{i}" for i in range(10_000)} | {"dense_7", "block_3/dense_31"}
     seen = []

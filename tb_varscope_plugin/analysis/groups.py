@@ -106,4 +106,11 @@ def merge_targets(paths: set[str]) -> dict[str, str]:
 
 def path_tails(path: str) -> list[str]:
     """What follows each `/` or `.` of a path: `b/c` and `c` for `a/b/c`."""
-    return [path[i + 1 :] for i, char in enumerate(path) if char in "/."]
+    # Found with str.find, not by looking at each character in Python: every tag of every run passes here.
+    separators = path.replace(".", "/")
+    tails = []
+    i = separators.find("/")
+    while i >= 0:
+        tails.append(path[i + 1 :])
+        i = separators.find("/", i + 1)
+    return tails
