@@ -24,7 +24,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from test_bad_values import BAD_LEGACY, BAD_TENSORS, Dim
 
 from tb_varscope_plugin import scan
-from tb_varscope_plugin.reading.events import BadValue, decode_histogram, value_problem
+from tb_varscope_plugin.reading.events import BadValue, counted_elements, decode_histogram, value_problem
 from tb_varscope_plugin.reading.records import FOOTER, HEADER, MAX_RECORD, masked_crc32c
 from tb_varscope_plugin.reading.run_index import EventFile
 
@@ -220,11 +220,15 @@ def test_any_value_is_either_decoded_in_bounds_or_refused_with_a_reason(value):
         assert isinstance(problem, str)
         with pytest.raises(BadValue):
             decode_histogram(value)
+        with pytest.raises(BadValue):
+            counted_elements(value)
         return
     buckets = decode_histogram(value)
     assert buckets.ndim == 2 and buckets.shape[1] == 3 and buckets.size <= 3 * 12 + 200
     counts = buckets[:, 2]
     assert np.isfinite(counts).all() and (counts >= 0).all() and counts.sum() <= 2**53
+    # The count read without making the buckets is theirs, rounded (summed in another order: equal to the last bit).
+    assert abs(counted_elements(value) - counts.sum()) <= 0.5 + 1e-12 * counts.sum()
 
 
 @FUZZ

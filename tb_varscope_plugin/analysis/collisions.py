@@ -78,11 +78,11 @@ def find_collisions(run: RunIndex) -> list[FoundCollision]:
         cross_file = _cross_file(run, tag) if tag in shared else None
         if cross_file is not None:
             found.append((cross_file, None))
-    # Each lane's size from its last value, decoded all at once: each file is opened once for them (a run of
+    # Each lane's size from its last value's counts, all read at once: each file is opened once for them (a run of
     # 10,000 tags may have a thousand colliding), and the last values of a step's lanes, often in one record, are
     # read and parsed once.
-    decoded = iter(run.decode_all([ref for _, lasts in found for ref in lasts or () if ref is not None]))
-    return [collision if lasts is None else _sized(collision, lasts, decoded) for collision, lasts in found]
+    counted = iter(run.element_counts([ref for _, lasts in found for ref in lasts or () if ref is not None]))
+    return [collision if lasts is None else _sized(collision, lasts, counted) for collision, lasts in found]
 
 
 def collision_entry(found: FoundCollision, matches: list[LaneMatch]) -> Collision:
@@ -159,13 +159,10 @@ def _same_step(run: RunIndex, tag: str) -> tuple[FoundCollision, list[ValueRef |
     return found, lasts
 
 
-def _sized(found: FoundCollision, lasts: list[ValueRef | None], decoded: Iterator[np.ndarray]) -> FoundCollision:
-    """A same-step collision with each lane's element count, from the buckets of its last value (`decoded` yields
-    those of each of `lasts` that is not None, in turn)."""
-    elements = []
-    for last in lasts:
-        buckets = next(decoded) if last is not None else None
-        elements.append(int(round(float(buckets[:, 2].sum()))) if buckets is not None and len(buckets) else 0)
+def _sized(found: FoundCollision, lasts: list[ValueRef | None], counted: Iterator[int]) -> FoundCollision:
+    """A same-step collision with each lane's element count, that of its last value (`counted` yields the count of
+    each of `lasts` that is not None, in turn)."""
+    elements = [next(counted) if last is not None else 0 for last in lasts]
     # One variable written again has one size: lanes of several sizes are several variables, not a restart.
     restarts = found.restarts if len(set(elements)) == 1 else ()
     return dataclasses.replace(found, elements=tuple(elements), restarts=restarts)

@@ -44,43 +44,58 @@ def value_problem(value: summary_pb2.Summary.Value) -> str | None:
     Checked from the sizes the value states against what it holds, before anything is allocated from them: a
     shape of [2^40, 3] over one float is refused here, not broadcast into terabytes by `make_ndarray`.
     """
+    return _checked(value)[1]
+
+
+def counted_elements(value: summary_pb2.Summary.Value) -> int:
+    """How many elements a histogram value counts (its bucket counts' sum, rounded), found as `value_problem`
+    checks the value, without making its buckets: a lane's size in the report. Raises BadValue for a value
+    `value_problem` refuses."""
+    total, problem = _checked(value)
+    if problem is not None:
+        raise BadValue(problem)
+    return int(round(total))
+
+
+def _checked(value: summary_pb2.Summary.Value) -> tuple[float, str | None]:
+    """`(the sum of the value's bucket counts, None)`, or `(0.0, why the value holds no sound buckets)`."""
     if value.HasField(LEGACY):
         histo = value.histo
         counts = histo.bucket
         if len(counts) != len(histo.bucket_limit):
-            return f"{len(counts)} bucket counts for {len(histo.bucket_limit)} bucket limits"
-        return _counts_problem(counts)
+            return 0.0, f"{len(counts)} bucket counts for {len(histo.bucket_limit)} bucket limits"
+        return _counted(counts)
     tensor = value.tensor
     layout = _TENSOR_DTYPES.get(tensor.dtype)
     if layout is None:
-        return f"a tensor of dtype {tensor.dtype}, which holds no counts"
+        return 0.0, f"a tensor of dtype {tensor.dtype}, which holds no counts"
     code, size, field = layout
     shape = [d.size for d in tensor.tensor_shape.dim]
     if len(shape) != 2 or shape[1] != 3 or shape[0] < 0:
-        return f"a tensor of shape {shape}, not [k, 3]"
+        return 0.0, f"a tensor of shape {shape}, not [k, 3]"
     content = tensor.tensor_content
     if content:
         if len(content) != 3 * shape[0] * size:
-            return f"{len(content)} content bytes for a tensor of {shape[0] * 3} values of {size} bytes"
-        return _counts_problem(np.frombuffer(content, dtype=code)[2::3].tolist())
+            return 0.0, f"{len(content)} content bytes for a tensor of {shape[0] * 3} values of {size} bytes"
+        return _counted(np.frombuffer(content, dtype=code)[2::3].tolist())
     values = getattr(tensor, field)
     if len(values) != 3 * shape[0]:
         # make_ndarray would repeat the last value to fill the shape: a few bytes could claim gigabytes.
-        return f"{len(values)} values for a tensor of shape {shape}"
+        return 0.0, f"{len(values)} values for a tensor of shape {shape}"
     if code == "e":
-        return _counts_problem(np.array(values, dtype=np.int64).astype(np.uint16).view(np.float16)[2::3].tolist())
-    return _counts_problem(values[2::3])
+        return _counted(np.array(values, dtype=np.int64).astype(np.uint16).view(np.float16)[2::3].tolist())
+    return _counted(values[2::3])
 
 
-def _counts_problem(counts) -> str | None:
-    total = sum(counts)
+def _counted(counts) -> tuple[float, str | None]:
+    total = float(sum(counts))
     if 0 <= total <= MAX_COUNT and min(counts, default=0) >= 0:
-        return None
+        return total, None
     if total != total:
-        return "a bucket count is NaN"
+        return 0.0, "a bucket count is NaN"
     if min(counts) < 0:
-        return f"a bucket count is negative ({min(counts):g})"
-    return f"bucket counts add up to {total:g}, more than any tensor holds"
+        return 0.0, f"a bucket count is negative ({min(counts):g})"
+    return 0.0, f"bucket counts add up to {total:g}, more than any tensor holds"
 
 
 @dataclass(frozen=True)

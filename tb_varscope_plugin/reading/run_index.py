@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -19,6 +20,8 @@ from tb_varscope_plugin.filesystem import READ_ERRORS, PositionedReader, error_r
 from tb_varscope_plugin.reading import events, fast_path
 from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, Walked, read_record_at, verify_all
 from tb_varscope_plugin.schema import ReportWarning
+
+_T = TypeVar("_T")
 
 # Values a reload stages before appending them to their series (about 40 bytes each while staged).
 STAGED_VALUES = 1 << 18
@@ -969,6 +972,13 @@ class RunIndex:
     def decode_all(self, refs: list[ValueRef]) -> list[np.ndarray]:
         """The `(k, 3)` buckets of each value, every file opened once for all of its values, and a record holding
         several of them in a row read and parsed once."""
+        return self._each_value(refs, events.decode_histogram)
+
+    def element_counts(self, refs: list[ValueRef]) -> list[int]:
+        """How many elements each value counts (`events.counted_elements`), read as `decode_all` reads them."""
+        return self._each_value(refs, events.counted_elements)
+
+    def _each_value(self, refs: list[ValueRef], make: Callable[[summary_pb2.Summary.Value], _T]) -> list[_T]:
         sources: dict[str, PositionedReader] = {}
         try:
             found = []
@@ -983,7 +993,7 @@ class RunIndex:
                     record = (ref.file, ref.offset)
                 if ref.index >= len(values):  # the file was replaced since it was read
                     raise events.BadValue(f"{ref.file}: the record at offset {ref.offset} has no value {ref.index}")
-                found.append(events.decode_histogram(values[ref.index]))
+                found.append(make(values[ref.index]))
             return found
         finally:
             for source in sources.values():
