@@ -79,16 +79,20 @@ def test_a_tf_checkpoint_prefix_is_a_checkpoint_that_exists(tmp_path, capsys):
     assert "checkpoint not read" in capsys.readouterr().out
 
 
+def _refusing(lister, refused: str):
+    def refuse(path):
+        if os.fspath(path) == refused:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return lister(path)
+
+    return refuse
+
+
 def test_a_logdir_that_cannot_be_listed_exits_2(tmp_path, capsys, monkeypatch):
     layered_run(str(tmp_path / "run" / "events.out.tfevents.1.x"), "kernel", [3, 3], steps=1)
-    listdir = os.listdir
-
-    def refuse(path):
-        if os.fspath(path) == str(tmp_path):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return listdir(path)
-
-    monkeypatch.setattr(os, "listdir", refuse)  # chmod 000 does not stop root, who may run the tests
+    # chmod 000 does not stop root, who may run the tests: both ways of listing it are refused instead.
+    for name in ("listdir", "scandir"):
+        monkeypatch.setattr(os, name, _refusing(getattr(os, name), str(tmp_path)))
     assert main(["scan", str(tmp_path)]) == 2
     line = error_line(capsys)
     assert line.startswith(f"tb-varscope: error: LOGDIR {str(tmp_path)!r} cannot be listed: ")
@@ -97,14 +101,14 @@ def test_a_logdir_that_cannot_be_listed_exits_2(tmp_path, capsys, monkeypatch):
 
 def test_a_logdir_whose_only_runs_cannot_be_listed_says_so(tmp_path, capsys, monkeypatch):
     layered_run(str(tmp_path / "locked" / "events.out.tfevents.1.x"), "kernel", [3, 3], steps=1)
-    listdir = os.listdir
+    scandir = os.scandir
 
     def refuse(path):
         if os.fspath(path).endswith("locked"):
             raise PermissionError(13, "Permission denied", os.fspath(path))
-        return listdir(path)
+        return scandir(path)
 
-    monkeypatch.setattr(os, "listdir", refuse)
+    monkeypatch.setattr(os, "scandir", refuse)
     assert main(["scan", str(tmp_path)]) == 2
     line = error_line(capsys)
     assert "holds no event file" in line

@@ -21,6 +21,7 @@ from tb_varscope_plugin import filesystem as filesystem_module
 from tb_varscope_plugin import report as report_module
 from tb_varscope_plugin.analysis import groups
 from tb_varscope_plugin.checkpoints import discovery as discovery_module
+from tb_varscope_plugin.reading import logdir as logdir_module
 from tb_varscope_plugin.reading import records as records_module
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import Series
@@ -95,7 +96,7 @@ class Calls:
         self.built: Counter[str] = Counter()
         self.opened: Counter[str] = Counter()  # event files opened for reading
         self.found: Counter[str] = Counter()  # runs whose checkpoint was looked for
-        self.wrap(monkeypatch, gfile, "listdir", self.listed)
+        self.wrap(monkeypatch, logdir_module, "listing", self.listed)  # a directory listed, local or remote
         self.wrap(monkeypatch, records_module, "PositionedReader", self.opened)
         self.wrap(monkeypatch, report_module, "find_checkpoint", self.found)
         self.wrap(monkeypatch, gfile, "isdir", self.isdir)

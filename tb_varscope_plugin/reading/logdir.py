@@ -8,8 +8,6 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 
-from tensorboard.compat.tensorflow_stub.io import gfile
-
 from tb_varscope_plugin.filesystem import (
     READ_ERRORS,
     Listing,
@@ -17,6 +15,7 @@ from tb_varscope_plugin.filesystem import (
     error_reason,
     is_event_file,
     is_utf8,
+    listing,
     shown_name,
 )
 from tb_varscope_plugin.reading.parallel import read_files
@@ -268,17 +267,14 @@ class LogdirIndex:
         pending = [root]
         while pending:
             directory = pending.pop()
-            fs = gfile.get_filesystem(directory)
-            local = isinstance(fs, gfile.LocalFileSystem)
             try:
-                entries = {name: entry(fs.join(directory, name), local) for name in sorted(gfile.listdir(directory))}
+                entries = listing(directory)
             except READ_ERRORS as error:
                 self.unlisted[directory] = error_reason(error)
                 continue
             readable, names, walked = [], [], []
             subdirectories = set()
-            for name, found in entries.items():
-                path = fs.join(directory, name)
+            for name, path, found in entries:
                 if not is_utf8(name):
                     # RustBoard would list it with U+FFFD for the bytes, but no gfile call can open it.
                     if found.kind == "directory" or is_event_file(name):
