@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from eventlogs import histogram_event, write_events
+from hypothesis import given
+from hypothesis import strategies as st
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 
@@ -68,3 +70,25 @@ def test_every_lane_of_a_series_is_served_from_one_sort(tmp_path, work):
 
     assert [len(refs) for refs in served] == [steps] * lanes
     assert work["lanes"] == 1
+
+
+@given(
+    st.one_of(
+        st.lists(st.integers(-(2**31), 2**31 - 1), max_size=40),
+        st.lists(st.integers(0, 6), max_size=40),  # many repeats
+        st.lists(st.integers(0, 6), max_size=40).map(sorted),  # in step order with repeats, as layers write
+    )
+)
+def test_lanes_are_the_kth_write_at_each_step(written):
+    steps = np.array(written, dtype=np.int64)
+    lanes = run_index._Lanes.of(steps)
+    rank = [written[:i].count(step) for i, step in enumerate(written)]
+    most = max(rank, default=-1) + 1
+    assert lanes.length == len(written) and lanes.most == most
+    positions = lanes.positions if lanes.positions is not None else np.arange(len(written))
+    bounds = lanes.bounds if lanes.bounds is not None else [0, len(written)]
+    for k in range(most):
+        assert positions[bounds[k] : bounds[k + 1]].tolist() == [i for i, r in enumerate(rank) if r == k]
+    if lanes.steps is not None:
+        assert lanes.steps.tolist() == sorted(set(written))
+        assert lanes.counts.tolist() == [written.count(step) for step in sorted(set(written))]
