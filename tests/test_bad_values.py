@@ -12,6 +12,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from test_plugin_routes import client, load_plugin
 
 from tb_varscope_plugin import scan
+from tb_varscope_plugin.reading.events import counted_elements, value_problem
 
 Dim = tensor_shape_pb2.TensorShapeProto.Dim
 
@@ -169,3 +170,16 @@ def test_a_value_spoiled_after_it_was_read_is_a_plain_404_until_the_file_is_read
     assert rewritten["message"].startswith("shrank to ")  # the bad value is shorter than the one it replaced
     assert rewritten["message"].endswith("; read again from the start")
     assert skipped["message"].startswith("histogram of tag 'kernel' at step 3 skipped: a tensor of dtype 999")
+
+
+@pytest.mark.parametrize("count, refused", [(2**53, False), (2**53 + 1, True)])
+def test_int64_counts_are_held_to_the_limit_exactly(count, refused):
+    """A float64 cannot tell 2^53 + 1 from 2^53: the counts' sum is compared before it is made a float."""
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in (1, 3)]
+    tensor = tensor_pb2.TensorProto(
+        dtype=9, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims), int64_val=[0, 1, count]
+    )
+    value = summary_pb2.Summary.Value(tag="kernel", tensor=tensor)
+    assert (value_problem(value) is not None) == refused
+    if not refused:
+        assert counted_elements(value) == count

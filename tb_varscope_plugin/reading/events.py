@@ -88,9 +88,9 @@ def _checked(value: summary_pb2.Summary.Value) -> tuple[float, str | None]:
 
 
 def _counted(counts) -> tuple[float, str | None]:
-    total = float(sum(counts))
+    total = sum(counts)  # exact for integer counts: compared with MAX_COUNT before any rounding to a float
     if 0 <= total <= MAX_COUNT and min(counts, default=0) >= 0:
-        return total, None
+        return float(total), None
     if total != total:
         return 0.0, "a bucket count is NaN"
     if min(counts) < 0:
