@@ -10,6 +10,8 @@ import errno
 import os
 import re
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tensorboard.compat.tensorflow_stub import errors as fs_errors
@@ -58,7 +60,9 @@ class Entry:
     """What a directory entry is, links followed: `kind` "directory", "file", or what else it is ("a FIFO"...);
     `identity` tells directories apart however they are reached (device and inode where local, else the path);
     `version` of a local regular file changes whenever its content may have (size, modification time, inode), so
-    a reader can pass over a file whose version it has read; None where the filesystem layer gives no such stat."""
+    a reader can pass over a file whose version it has read; that of a local directory whenever its entries or
+    its permissions may have (modification and change times); None where the filesystem layer gives no such
+    stat."""
 
     kind: str
     identity: tuple
@@ -84,7 +88,7 @@ def entry(path: str, local: bool | None = None) -> Entry:
     except OSError:
         return Entry("file", (path,))
     if stat.S_ISDIR(found.st_mode):
-        return Entry("directory", (found.st_dev, found.st_ino))
+        return Entry("directory", (found.st_dev, found.st_ino), (found.st_mtime_ns, found.st_ctime_ns))
     kind = next((name for test, name in _SPECIAL if test(found.st_mode)), "file")
     version = (found.st_size, found.st_mtime_ns, found.st_ino) if kind == "file" else None
     return Entry(kind, (found.st_dev, found.st_ino), version)
@@ -108,6 +112,44 @@ def listing(directory: str) -> list[tuple[str, str, Entry]]:
     except (FileNotFoundError, NotADirectoryError) as error:
         raise fs_errors.NotFoundError(None, None, "Could not find directory") from error  # as listdir says it
     return [(name, path, entry(path, True)) for name, path in paths]
+
+
+# A local directory's names are taken again unless its times are what they were when it was listed, and it was
+# listed this long after them: an entry made in the same tick of the filesystem's clock as the listing (or as a
+# change just before it) leaves the times as they were.
+SETTLED_NS = 2_000_000_000
+
+
+class KeptListings:
+    """Listings of local directories kept from one walk to the next, each taken again only once the directory's
+    times have moved (see SETTLED_NS): an idle walk of 1,000 runs then stats each directory and entry, as it
+    must to see files grow, without reading a directory's names again. Directories not listed in a walk are
+    forgotten at the next (`walked`). `clock` gives the time a listing is taken at, in nanoseconds."""
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self.clock = clock
+        # directory -> (what it was when listed, its (name, path) pairs)
+        self._kept: dict[str, tuple[Entry, list[tuple[str, str]]]] = {}
+        self._walked: dict[str, tuple[Entry, list[tuple[str, str]]]] = {}
+
+    def listing(self, directory: str, found: Entry) -> list[tuple[str, str, Entry]]:
+        """As `listing(directory)`, `found` being what the directory was just before (`entry(directory)`): the
+        names kept from an earlier listing if its times are still those that listing was taken under, each entry
+        stat'ed anew."""
+        kept = self._kept.get(directory)
+        if kept is not None and kept[0] == found:
+            self._walked[directory] = kept
+            return [(name, path, entry(path, True)) for name, path in kept[1]]
+        listed_at = self.clock()
+        entries = listing(directory)
+        # Times stat'ed before the listing: a change made since moves them, and the next walk lists it again.
+        if found.version is not None and listed_at - max(found.version) >= SETTLED_NS:
+            self._walked[directory] = (found, [(name, path) for name, path, _ in entries])
+        return entries
+
+    def walked(self) -> None:
+        """Ends a walk: what it did not list is forgotten."""
+        self._kept, self._walked = self._walked, {}
 
 
 def shown_name(name: str) -> str:

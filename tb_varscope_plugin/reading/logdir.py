@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 
 from tb_varscope_plugin.filesystem import (
     READ_ERRORS,
+    KeptListings,
     Listing,
     entry,
     error_reason,
     is_event_file,
     is_utf8,
-    listing,
     shown_name,
 )
 from tb_varscope_plugin.reading.parallel import read_files
@@ -75,6 +75,7 @@ class LogdirIndex:
         # Every directory the last reload's walk listed, for whatever else needs to know the tree (checkpoint
         # discovery): one walk per reload, however many runs ask.
         self.tree: dict[str, Listing] = {}
+        self.listings = KeptListings()  # the walk's listings of local directories, kept while they stand
         # Bumped as soon as a file is read (so a report made while a reload goes on shows the runs read so far), and
         # by a reload that found runs, files, directories or warnings changed; a reload that found nothing new
         # leaves it, so the report is not even looked at again.
@@ -84,12 +85,14 @@ class LogdirIndex:
         self.lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        # Pickled for a process that reads some of its runs (the tab's first pass): everything but the lock.
-        return {name: value for name, value in self.__dict__.items() if name != "lock"}
+        # Pickled for a process that reads some of its runs (the tab's first pass), which walks nothing: everything
+        # but the lock and the kept listings.
+        return {name: value for name, value in self.__dict__.items() if name not in ("lock", "listings")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.lock = threading.Lock()
+        self.listings = KeptListings()
 
     def reload(self, progress: Callable[[str], None] | None = None, processes: int = 1) -> None:
         """Finds new runs and event files, and reads what every file has gained since the last call.
@@ -258,17 +261,19 @@ class LogdirIndex:
             for directory, names in self._walk(root):
                 name = run_name(root, directory)
                 yield (name if group is None else posixpath.join(group, name)), root, directory, names
+        self.listings.walked()
 
     def _walk(self, root: str) -> Iterator[tuple[str, list[str]]]:
         """`(directory, event file names)` for every directory under `root` holding event files. Links are
         followed, as RustBoard follows them, but no directory is walked twice (a link to `..` would walk
         forever)."""
-        seen = {entry(root).identity}
-        pending = [root]
+        top = entry(root)
+        seen = {top.identity}
+        pending = [(root, top)]
         while pending:
-            directory = pending.pop()
+            directory, as_found = pending.pop()
             try:
-                entries = listing(directory)
+                entries = self.listings.listing(directory, as_found)
             except READ_ERRORS as error:
                 self.unlisted[directory] = error_reason(error)
                 continue
@@ -287,7 +292,7 @@ class LogdirIndex:
                         self.passed_over[path] = "a link to a directory already walked; not walked again"
                     else:
                         seen.add(found.identity)
-                        walked.append(path)
+                        walked.append((path, found))
                 elif is_event_file(name):
                     if found.kind == "file":
                         names.append(name)
