@@ -128,9 +128,10 @@ class KeptListings:
 
     def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
         self.clock = clock
-        # directory -> (what it was when listed, its (name, path) pairs)
-        self._kept: dict[str, tuple[Entry, list[tuple[str, str]]]] = {}
-        self._walked: dict[str, tuple[Entry, list[tuple[str, str]]]] = {}
+        # directory -> (what it was when listed, its names): the names are the very strings the walk keeps in its
+        # tree, so a kept listing costs a slot per entry; paths are joined again when it is used.
+        self._kept: dict[str, tuple[Entry, tuple[str, ...]]] = {}
+        self._walked: dict[str, tuple[Entry, tuple[str, ...]]] = {}
 
     def listing(self, directory: str, found: Entry) -> list[tuple[str, str, Entry]]:
         """As `listing(directory)`, `found` being what the directory was just before (`entry(directory)`): the
@@ -139,12 +140,13 @@ class KeptListings:
         kept = self._kept.get(directory)
         if kept is not None and kept[0] == found:
             self._walked[directory] = kept
-            return [(name, path, entry(path, True)) for name, path in kept[1]]
+            paths = [(name, os.path.join(directory, name)) for name in kept[1]]
+            return [(name, path, entry(path, True)) for name, path in paths]
         listed_at = self.clock()
         entries = listing(directory)
         # Times stat'ed before the listing: a change made since moves them, and the next walk lists it again.
         if found.version is not None and listed_at - max(found.version) >= SETTLED_NS:
-            self._walked[directory] = (found, [(name, path) for name, path, _ in entries])
+            self._walked[directory] = (found, tuple(name for name, _, _ in entries))
         return entries
 
     def walked(self) -> None:
