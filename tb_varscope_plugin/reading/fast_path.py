@@ -225,7 +225,7 @@ class Keys:
         """These strings, then `later`'s (rows as wide as these)."""
         if not len(later.lengths):
             return self
-        words = np.concatenate([self.words, np.zeros((len(later.lengths), self.words.shape[1]), dtype=np.uint64)])
+        words = np.concatenate([self.words, later.words])
         return Keys(words, np.concatenate([self.lengths, later.lengths]), np.concatenate([self.hashes, later.hashes]))
 
 
