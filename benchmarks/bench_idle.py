@@ -15,8 +15,7 @@ import platform
 import statistics
 import time
 
-from bench_scan import compile_package, event_files, warm
-from bench_shapes import SHAPES, build
+from bench_shapes import SHAPES, ready
 
 
 def main() -> None:
@@ -25,9 +24,7 @@ def main() -> None:
     parser.add_argument("--reloads", type=int, default=100, help="idle reloads per round (default 100)")
     parser.add_argument("--reps", type=int, default=3, help="rounds (default 3)")
     args = parser.parse_args()
-    logdir, _ = build(args.shape)
-    warm(event_files(logdir))
-    compile_package()
+    logdir, _, _ = ready(args.shape)
 
     from tb_varscope_plugin.reading.logdir import LogdirIndex
     from tb_varscope_plugin.report import Reporter

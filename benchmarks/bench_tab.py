@@ -21,8 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench_scan import compile_package, event_files, rustboard, warm
-from bench_shapes import SHAPES, build
+from bench_scan import rustboard
+from bench_shapes import SHAPES, ready
 
 SERVING = re.compile(r"TensorBoard \S+ at (http://\S+) ")
 ROUTE = "data/plugin/varscope/report"
@@ -84,10 +84,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=60.0, help="idle seconds over which CPU is measured")
     parser.add_argument("--requests", type=int, default=30, help="/report requests timed (default 30)")
     args = parser.parse_args()
-    logdir, manifest = build(args.shape)
-    files = event_files(logdir)
-    warm(files)
-    compile_package()
+    logdir, manifest, files = ready(args.shape)
     size_mb = sum(os.path.getsize(p) for p in files) / 1e6
     board = rustboard(logdir, count=False, checksum=False, samples_all=False)
     process, base = start_tensorboard(logdir)
