@@ -116,18 +116,57 @@ def listing(directory: str) -> list[tuple[str, str, Entry]]:
 
 # A local directory's names are taken again unless its times are what they were when it was listed, and it was
 # listed this long after them: an entry made in the same tick of the filesystem's clock as the listing (or as a
-# change just before it) leaves the times as they were.
+# change just before it) leaves the times as they were. (2 s: the coarsest clock of a filesystem below, FAT's.)
 SETTLED_NS = 2_000_000_000
+
+# Filesystems on local storage, whose directories' modification times move whenever an entry is made, removed or
+# renamed in them, and whose stat sees that at once. Not FUSE mounts of object stores (gcsfuse, s3fs, goofys show
+# a directory's time of mounting, or 1970, whatever it holds), and not NFS or SMB: their clients cache a
+# directory's times for up to a minute, where opening the directory to list it asks the server afresh.
+TIMED_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "reiserfs", "bcachefs", "tmpfs", "ramfs", "overlay"}
+)
+
+
+def filesystem_types(mountinfo: str) -> dict[int, str]:
+    """Each mounted filesystem's device number (as `st_dev` gives it) and type, from the text of Linux's
+    `/proc/self/mountinfo`: `ID PARENT MAJOR:MINOR ROOT MOUNT OPTIONS [OPTIONAL...] - TYPE SOURCE OPTIONS`."""
+    types = {}
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        try:
+            major, minor = fields[2].split(":")
+            types[os.makedev(int(major), int(minor))] = fields[fields.index("-", 6) + 1]
+        except (IndexError, ValueError):
+            continue  # a line not laid out as documented tells nothing
+    return types
+
+
+def mounted_filesystems() -> dict[int, str]:
+    """`filesystem_types` of this process's mounts; empty where there is no `/proc/self/mountinfo` (not Linux)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            return filesystem_types(f.read())
+    except OSError:
+        return {}
 
 
 class KeptListings:
     """Listings of local directories kept from one walk to the next, each taken again only once the directory's
     times have moved (see SETTLED_NS): an idle walk of 1,000 runs then stats each directory and entry, as it
-    must to see files grow, without reading a directory's names again. Directories not listed in a walk are
-    forgotten at the next (`walked`). `clock` gives the time a listing is taken at, in nanoseconds."""
+    must to see files grow, without reading a directory's names again. Only directories on TIMED_FILESYSTEMS are
+    kept; the others are listed at every walk. Directories not listed in a walk are forgotten at the next
+    (`walked`). `clock` gives the time a listing is taken at, in nanoseconds; `filesystems` the mounted
+    filesystems' types by device (`mounted_filesystems`), asked once a walk, as mounts come and go."""
 
-    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], int] = time.time_ns,
+        filesystems: Callable[[], dict[int, str]] = mounted_filesystems,
+    ) -> None:
         self.clock = clock
+        self.filesystems = filesystems
+        self._types: dict[int, str] | None = None  # this walk's `filesystems()`
         # directory -> (what it was when listed, its names): the names are the very strings the walk keeps in its
         # tree, so a kept listing costs a slot per entry; paths are joined again when it is used.
         self._kept: dict[str, tuple[Entry, tuple[str, ...]]] = {}
@@ -137,21 +176,28 @@ class KeptListings:
         """As `listing(directory)`, `found` being what the directory was just before (`entry(directory)`): the
         names kept from an earlier listing if its times are still those that listing was taken under, each entry
         stat'ed anew."""
+        timed = found.version is not None and self._timed(found.identity[0])
         kept = self._kept.get(directory)
-        if kept is not None and kept[0] == found:
+        if timed and kept is not None and kept[0] == found:
             self._walked[directory] = kept
             paths = [(name, os.path.join(directory, name)) for name in kept[1]]
             return [(name, path, entry(path, True)) for name, path in paths]
         listed_at = self.clock()
         entries = listing(directory)
         # Times stat'ed before the listing: a change made since moves them, and the next walk lists it again.
-        if found.version is not None and listed_at - max(found.version) >= SETTLED_NS:
+        if timed and found.version is not None and listed_at - max(found.version) >= SETTLED_NS:
             self._walked[directory] = (found, tuple(name for name, _, _ in entries))
         return entries
 
     def walked(self) -> None:
-        """Ends a walk: what it did not list is forgotten."""
+        """Ends a walk: what it did not list is forgotten, and mounts are looked at again by the next."""
         self._kept, self._walked = self._walked, {}
+        self._types = None
+
+    def _timed(self, device: int) -> bool:
+        if self._types is None:
+            self._types = self.filesystems()
+        return self._types.get(device) in TIMED_FILESYSTEMS
 
 
 def shown_name(name: str) -> str:

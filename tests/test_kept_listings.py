@@ -29,8 +29,15 @@ def _listed(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return listed
 
 
+def _on_disk(index: LogdirIndex, kind: str = "ext4") -> None:
+    """Takes the logdir's filesystem for one of `kind`, whatever holds the test's temporary files."""
+    device = os.stat(index.logdir).st_dev
+    index.listings.filesystems = lambda: {device: kind}
+
+
 def _at(index: LogdirIndex, offset_ns: int) -> None:
-    """Lists as if each listing were taken `offset_ns` after now."""
+    """Lists as if each listing were taken `offset_ns` after now, on a local disk's filesystem."""
+    _on_disk(index)
     index.listings.clock = lambda: time.time_ns() + offset_ns
 
 
@@ -48,6 +55,7 @@ def test_a_listing_is_kept_only_when_taken_long_enough_after_the_directory_last_
     write_events(str(tmp_path / "run" / EVENTS), [histogram_event(0, "t", np.arange(3.0))])
     changed = max(os.stat(tmp_path / "run").st_mtime_ns, os.stat(tmp_path / "run").st_ctime_ns)
     index = LogdirIndex(str(tmp_path))
+    _on_disk(index)
     # Listed a moment too soon: an entry made in the same tick of the filesystem's clock would leave the times as
     # they are, so the next walk lists the directory again.
     index.listings.clock = lambda: changed + filesystem.SETTLED_NS - 1
@@ -73,6 +81,44 @@ def test_an_idle_walk_lists_nothing_and_sees_a_file_grow(tmp_path, monkeypatch):
     index.reload()
     assert not listed  # the file grew: its directory's entries did not change
     assert index.runs["run"].files[0].reader.offset == path.stat().st_size
+
+
+def test_a_filesystem_whose_directory_times_may_stand_still_is_listed_at_every_walk(tmp_path, monkeypatch):
+    # A bucket mounted through FUSE (gcsfuse, s3fs, goofys) shows a directory's time of mounting whatever it holds.
+    write_events(str(tmp_path / "run" / EVENTS), [histogram_event(0, "t", np.arange(3.0))])
+    index = LogdirIndex(str(tmp_path))
+    _at(index, 10 * filesystem.SETTLED_NS)
+    _on_disk(index, "fuse.gcsfuse")
+    index.reload()
+    listed = _listed(monkeypatch)
+    index.reload()
+    assert listed == Counter({str(tmp_path): 1, str(tmp_path / "run"): 1})
+    times = os.stat(tmp_path).st_atime_ns, os.stat(tmp_path).st_mtime_ns
+    write_events(str(tmp_path / "new" / EVENTS), [histogram_event(0, "t", np.arange(3.0))])
+    os.utime(tmp_path, ns=times)  # the mount's directory times do not move
+    index.reload()
+    assert sorted(index.runs) == ["new", "run"]
+
+
+def test_mounted_filesystems_are_read_as_linux_lays_them_out():
+    mountinfo = "\n".join(
+        [
+            "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard",
+            "36 35 0:45 /data /mnt/my\\040logs rw,noatime shared:1 master:2 - fuse.gcsfuse bucket rw,user_id=0",
+            "garbage",
+            "40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd",
+        ]
+    )
+    assert filesystem.filesystem_types(mountinfo) == {
+        os.makedev(254, 0): "ext4",
+        os.makedev(0, 45): "fuse.gcsfuse",
+        os.makedev(0, 37): "cgroup",
+    }
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mountinfo"), reason="Linux's mount table")
+def test_this_processs_mounts_are_found_by_the_device_stat_gives():
+    assert filesystem.mounted_filesystems()[os.stat("/proc").st_dev] == "proc"
 
 
 _DIRECTORIES = ["a", "b", "a/c"]

@@ -128,7 +128,10 @@ def _live(logdir: Path) -> LiveReport:
 
 
 def _settled(index: LogdirIndex) -> None:
-    """Lists as if every directory had last changed long before: its listing is kept (see `KeptListings`)."""
+    """Lists as if every directory had last changed long before, on a local disk: its listing is kept (see
+    `KeptListings`), whatever filesystem holds the test's temporary files."""
+    device = os.stat(index.logdir).st_dev
+    index.listings.filesystems = lambda: {device: "ext4"}
     index.listings.clock = lambda: time.time_ns() + 10 * filesystem_module.SETTLED_NS
 
 
