@@ -176,16 +176,17 @@ class KeptListings:
         """As `listing(directory)`, `found` being what the directory was just before (`entry(directory)`): the
         names kept from an earlier listing if its times are still those that listing was taken under, each entry
         stat'ed anew."""
-        timed = found.version is not None and self._timed(found.identity[0])
+        # The directory's times, where they tell when its entries last changed.
+        times = found.version if found.version is not None and self._timed(found.identity[0]) else None
         kept = self._kept.get(directory)
-        if timed and kept is not None and kept[0] == found:
+        if times is not None and kept is not None and kept[0] == found:
             self._walked[directory] = kept
             paths = [(name, os.path.join(directory, name)) for name in kept[1]]
             return [(name, path, entry(path, True)) for name, path in paths]
         listed_at = self.clock()
         entries = listing(directory)
         # Times stat'ed before the listing: a change made since moves them, and the next walk lists it again.
-        if timed and found.version is not None and listed_at - max(found.version) >= SETTLED_NS:
+        if times is not None and listed_at - max(times) >= SETTLED_NS:
             self._walked[directory] = (found, tuple(name for name, _, _ in entries))
         return entries
 
