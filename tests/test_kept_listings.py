@@ -83,6 +83,26 @@ def test_an_idle_walk_lists_nothing_and_sees_a_file_grow(tmp_path, monkeypatch):
     assert index.runs["run"].files[0].reader.offset == path.stat().st_size
 
 
+def test_on_the_real_clock_a_settled_logdir_is_listed_once_and_still_shows_new_runs_and_files(tmp_path, monkeypatch):
+    if filesystem.mounted_filesystems().get(os.stat(tmp_path).st_dev) not in filesystem.TIMED_FILESYSTEMS:
+        pytest.skip("the test's temporary files are on a filesystem whose listings are not kept")
+    write_events(str(tmp_path / "a" / EVENTS), [histogram_event(0, "t", np.arange(3.0))])
+    time.sleep(filesystem.SETTLED_NS / 1e9 + 0.1)  # the logdir left alone, as between two steps of a slow job
+    index = LogdirIndex(str(tmp_path))
+    index.reload()
+    listed = _listed(monkeypatch)
+    index.reload()
+    assert not listed
+    write_events(str(tmp_path / "a" / "events.out.tfevents.2.x"), [histogram_event(1, "t", np.arange(3.0))])
+    write_events(str(tmp_path / "b" / EVENTS), [histogram_event(0, "t", np.arange(3.0))])
+    index.reload()
+    assert {name: [f.name for f in run.files] for name, run in index.runs.items()} == {
+        "a": [EVENTS, "events.out.tfevents.2.x"],
+        "b": [EVENTS],
+    }
+    assert set(listed) == {str(tmp_path), str(tmp_path / "a"), str(tmp_path / "b")}
+
+
 def test_a_filesystem_whose_directory_times_may_stand_still_is_listed_at_every_walk(tmp_path, monkeypatch):
     # A bucket mounted through FUSE (gcsfuse, s3fs, goofys) shows a directory's time of mounting whatever it holds.
     write_events(str(tmp_path / "run" / EVENTS), [histogram_event(0, "t", np.arange(3.0))])
