@@ -257,14 +257,80 @@ def test_series_widen_to_8_bytes_for_steps_and_offsets_past_4_bytes():
     assert series.indices.tolist() == [0, 3, 0]
 
 
+_COLUMN_VALUES = st.lists(
+    st.tuples(
+        st.sampled_from([0, 1, 7, -3, (1 << 31) - 1, 1 << 31, 1 << 40]),  # steps, some past 4 bytes
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from([0, 40, 900, (1 << 32) - 1, 1 << 32, 5 << 30]),  # offsets, some past 4 bytes
+        st.sampled_from([0, 0, 0, 2]),  # indices, mostly 0
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(
+    st.lists(st.tuples(_COLUMN_VALUES, st.lists(_COLUMN_VALUES, max_size=2)), min_size=1, max_size=8),
+    st.lists(st.booleans(), min_size=8, max_size=8),
+)
+def test_series_given_values_in_one_batch_hold_what_appending_to_each_gives(series_values, held_before):
+    """`_append_groups` gives a batch's values to series that held none at once, in one array for all: each then
+    holds what appending its values to it alone gives (steps, times, offsets, indices, layout, whether its steps
+    are known to rise), and goes on growing as such a series does, leaving the others as they were."""
+    from tb_varscope_plugin.reading.run_index import _append_groups
+
+    def columns(values):
+        steps, wall_times, offsets, indices = zip(*values, strict=True)
+        return (
+            np.array(steps, dtype=np.int64),
+            np.array(wall_times),
+            np.array(offsets, dtype=np.int64),
+            np.array(indices, dtype=np.int64),
+        )
+
+    def bounds(values):
+        steps = [v[0] for v in values]
+        rises = all(a < b for a, b in zip(steps, steps[1:], strict=False))
+        return min(steps), max(steps), max(v[2] for v in values), any(v[3] for v in values), rises
+
+    batched = [Series("tensor") for _ in series_values]
+    alone = [Series("tensor") for _ in series_values]
+    for (values, _), held, b, a in zip(series_values, held_before, batched, alone, strict=False):
+        if held:  # a series that holds values already is appended to as before
+            for s in (b, a):
+                s.append(*columns(values[:1]), bounds(values[:1]))
+    firsts = np.cumsum([0, *(len(values) for values, _ in series_values[:-1])])
+    _append_groups(
+        batched, *(np.concatenate(c) for c in zip(*(columns(v) for v, _ in series_values), strict=True)), firsts
+    )
+    for (values, _), s in zip(series_values, alone, strict=True):
+        s.append(*columns(values), bounds(values))
+    for (_, later), b, a in zip(series_values, batched, alone, strict=True):
+        for values in later:
+            for s in (b, a):
+                s.append(*columns(values), bounds(values))
+    for b, a in zip(batched, alone, strict=True):
+        assert b.steps.tolist() == a.steps.tolist() and b.wall_times.tolist() == a.wall_times.tolist()
+        assert b.offsets.tolist() == a.offsets.tolist() and b.indices.tolist() == a.indices.tolist()
+        assert b._rows.dtype == a._rows.dtype and b._rises() == a._rises()
+
+
 def test_a_file_with_many_tags_appends_to_each_series_once_per_reload(tmp_path, monkeypatch):
     from tb_varscope_plugin.reading import records
 
     _small_histograms(tmp_path, tags=2_000, steps=3)
     monkeypatch.setattr(records, "BLOCK", 4096)  # many blocks, each with a value or two of many tags
-    appended = Counter()
-    real = Series.append
+    from tb_varscope_plugin.reading import run_index
+
+    appended = Counter()  # values given to a series, whether appended or given to a series that held none
+    real, real_create = Series.append, run_index._create_rows
     monkeypatch.setattr(Series, "append", lambda s, *columns: appended.update([id(s)]) or real(s, *columns))
+
+    def create(layout, targets, *rest):
+        appended.update(map(id, targets))
+        real_create(layout, targets, *rest)
+
+    monkeypatch.setattr(run_index, "_create_rows", create)
     index = LogdirIndex(str(tmp_path))
     index.reload()
     series = index.runs["."].files[0].series

@@ -235,6 +235,8 @@ def _widest(current: np.dtype, values: np.ndarray, narrow: type, span: tuple[int
 
 
 _LIMITS: dict[type, tuple[int, int]] = {np.int32: (-(1 << 31), (1 << 31) - 1), np.uint32: (0, (1 << 32) - 1)}
+# The layouts by whether steps (2) and offsets (1) need 8 bytes.
+_LAYOUTS = [_row_type(step, offset) for step in (np.int32, np.int64) for offset in (np.uint32, np.int64)]
 
 
 @dataclass(frozen=True)
@@ -806,21 +808,69 @@ def _append_groups(
     """Appends to each of `targets` its values: the g-th series' start at `firsts[g]` in the columns, grouped series
     by series, each in write order. What `Series.append` takes besides is worked out at once, a few numpy calls
     for all series and not for each: step and offset bounds, and whether indices are set and steps rise."""
-    lows = np.minimum.reduceat(steps, firsts).tolist()
-    highs = np.maximum.reduceat(steps, firsts).tolist()
-    far = np.maximum.reduceat(offsets, firsts).tolist()
+    low, high = np.minimum.reduceat(steps, firsts), np.maximum.reduceat(steps, firsts)
+    far = np.maximum.reduceat(offsets, firsts)
+    lows, highs, fars = low.tolist(), high.tolist(), far.tolist()
     indexed = np.logical_or.reduceat(indices != 0, firsts).tolist()
     # Whether each series' steps rise throughout: no fall or repeat from one value to the next within it.
     falls = np.ones(len(steps), dtype=bool)
     np.less_equal(steps[1:], steps[:-1], out=falls[1:])
     falls[firsts] = False
     rising = np.logical_not(np.logical_or.reduceat(falls, firsts)).tolist()
+    # The layout a series holding nothing yet takes for its values (as `Series.append` would choose it).
+    wide = ((low < _LIMITS[np.int32][0]) | (high > _LIMITS[np.int32][1])) * 2 + (far > _LIMITS[np.uint32][1])
+    layouts = wide.tolist()
     bounds = [*firsts.tolist(), len(steps)]
+    fresh: dict[int, list[int]] = {}  # series that hold nothing yet and get no indices, by their layouts
     for g, s in enumerate(targets):
+        if not s._size and not indexed[g]:
+            fresh.setdefault(layouts[g], []).append(g)
+            continue
         a, b = bounds[g], bounds[g + 1]
         s.append(
-            steps[a:b], wall_times[a:b], offsets[a:b], indices[a:b], (lows[g], highs[g], far[g], indexed[g], rising[g])
+            steps[a:b],
+            wall_times[a:b],
+            offsets[a:b],
+            indices[a:b],
+            (lows[g], highs[g], fars[g], indexed[g], rising[g]),
         )
+    for layout, groups in fresh.items():
+        _create_rows(
+            _LAYOUTS[layout],
+            [targets[g] for g in groups],
+            [(bounds[g], bounds[g + 1]) for g in groups],
+            [rising[g] for g in groups],
+            steps,
+            wall_times,
+            offsets,
+        )
+
+
+def _create_rows(
+    layout: np.dtype,
+    targets: list[Series],
+    spans: list[tuple[int, int]],
+    rising: list[bool],
+    steps: np.ndarray,
+    wall_times: np.ndarray,
+    offsets: np.ndarray,
+) -> None:
+    """Gives each of `targets` (series holding nothing yet, and no indices) the values `spans` of the columns, in
+    one array of `layout` for all: each series' rows are its part of it, as `_join_series` leaves them. Appended
+    one by one, each series would cost a dozen numpy calls, and a batch of small files creates 20 series a file."""
+    sizes = np.array([b - a for a, b in spans], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    total = int(ends[-1])
+    rows = np.empty(total, dtype=layout)
+    if total == len(steps):  # every value of the batch: the spans cover the columns in order
+        rows["step"], rows["wall_time"], rows["offset"] = steps, wall_times, offsets
+    else:
+        at = np.arange(total) + np.repeat(np.array([a for a, _ in spans], dtype=np.int64) - (ends - sizes), sizes)
+        rows["step"], rows["wall_time"], rows["offset"] = steps[at], wall_times[at], offsets[at]
+    for s, end, size, rises in zip(targets, ends.tolist(), sizes.tolist(), rising, strict=True):
+        s._rows = rows[end - size : end]
+        s._size = size
+        s._lanes = _Lanes.rising(size) if rises else None
 
 
 def _join_series(targets: list[Series], sources: list[Series]) -> None:
