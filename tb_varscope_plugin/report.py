@@ -43,6 +43,10 @@ READ_AHEAD_BYTES = 256 << 20
 # Until a first share's child has answered, one silent this long past the start of a scan is taken as stuck (a scan
 # reads a few hundred MB a second per process): it is killed and its share done by the parent.
 CHILD_SHARE_SECONDS = 3600.0
+# Many runs are handed out in pieces of at least this many bytes (see `chunks`): a piece is read a batch at a time.
+CHUNK_MIN_BYTES = BATCH_BYTES
+# And in at most this many: their numbers, 4 bytes each, are written to a pipe before any child reads them.
+MAX_PIECES = 1000
 
 
 @dataclass(frozen=True)
@@ -408,17 +412,71 @@ def scan_parts(
     if len(groups) < 2:
         parts = _report_share(index, runs, checkpoints, count)
     else:
-        # Every share to a child, this process only gathering: it holds no values of its own, so the largest
-        # process of the scan is the largest share's, not the whole document's plus a share.
-        children = [forked(functools.partial(_report_share, index, share, checkpoints, 1)) for share in groups]
-        parts = []
-        for found, share in zip(receive_all(children, CHILD_SHARE_SECONDS), groups, strict=True):
-            # A child that failed or was stuck leaves its share to be done here.
-            parts += found if found is not None else _report_share(index, share, checkpoints, 1)
-        parts.sort(key=lambda part: part[0])
+        parts = _report_forked(
+            index, groups if len(runs) <= EVENED_RUNS else chunks(index, runs, len(groups)), len(groups), checkpoints
+        )
     warnings = index.warnings()  # directories that could not be listed, entries passed over
     report = document(index.logdir, warnings, [], [counts for _, _, counts in parts])
     return report, [(part, counts) for _, part, counts in parts]
+
+
+def _report_forked(
+    index: LogdirIndex, pieces: list[list[RunIndex]], count: int, checkpoints: list[str] | None
+) -> list[tuple[str, str, tuple[int, int, int]]]:
+    """`_report_share` of every piece of runs, by `count` forked children, sorted by run name. Each child takes the
+    next piece not taken yet (a number read from one pipe they all read) as soon as it is done with its last, so
+    one that runs slower (a core shared with another machine) takes fewer pieces and none waits for it long.
+
+    This process only gathers: it holds no values of its own, so the largest process of the scan is the largest
+    piece's, not the whole document's plus a piece. A piece that no child answered for (one failed, or was stuck
+    and stopped) is done here."""
+    tickets, issue = os.pipe()
+    try:
+        with os.fdopen(issue, "wb") as out:  # at most MAX_PIECES numbers: they fit any pipe's buffer (a page)
+            out.write(b"".join(i.to_bytes(4, "little") for i in range(len(pieces))))
+        children = [forked(functools.partial(_take_pieces, index, pieces, tickets, checkpoints)) for _ in range(count)]
+    finally:
+        os.close(tickets)
+    done: dict[int, list[tuple[str, str, tuple[int, int, int]]]] = {}
+    for found in receive_all(children, CHILD_SHARE_SECONDS):
+        done.update(found or {})
+    parts = []
+    for i, piece in enumerate(pieces):
+        parts += done[i] if i in done else _report_share(index, piece, checkpoints, 1)
+    return sorted(parts, key=lambda part: part[0])
+
+
+def _take_pieces(
+    index: LogdirIndex, pieces: list[list[RunIndex]], tickets: int, checkpoints: list[str] | None
+) -> dict[int, list[tuple[str, str, tuple[int, int, int]]]]:
+    """A forked child's work: the pieces whose numbers it reads from `tickets` until none is left, each reported."""
+    done = {}
+    while number := os.read(tickets, 4):  # 4 bytes or none: every number was written before any child read
+        i = int.from_bytes(number, "little")
+        done[i] = _report_share(index, pieces[i], checkpoints, 1)
+    return done
+
+
+def chunks(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[RunIndex]]:
+    """`runs` cut, in order, into pieces for `count` processes to take in turn, each half an even share of what is
+    left to read as it starts (at least CHUNK_MIN_BYTES, and a MAX_PIECES-th of all): the first pieces keep every
+    process busy a while, the last are small enough that the processes end close together. About 2 x `count` x
+    log(runs) pieces; runs next to each other by name (those that share a checkpoint, mostly) are in one piece,
+    reported by one reporter."""
+    sizes = [index.unread_bytes(run) for run in runs]
+    left = sum(sizes)
+    least = max(CHUNK_MIN_BYTES, left // MAX_PIECES)  # so every piece but the last holds at least this much
+    pieces: list[list[RunIndex]] = []
+    piece: list[RunIndex] = []
+    held = 0
+    for run, size in zip(runs, sizes, strict=True):
+        piece.append(run)
+        held += size
+        if held >= max(least, left // (2 * count)):
+            pieces.append(piece)
+            left -= held
+            piece, held = [], 0
+    return pieces + [piece] if piece else pieces
 
 
 def shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[RunIndex]]:

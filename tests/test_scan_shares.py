@@ -47,12 +47,13 @@ def reference(logdir) -> dict:
 
 @pytest.fixture
 def shares(monkeypatch):
-    """The shares forked, as lists of run names."""
+    """The children forked, each as the pieces it was given to take from (the same for all), as lists of run
+    names."""
     made = []
     fork = report_module.forked
 
     def counted(work):
-        made.append([run.name for run in work.args[1]])
+        made.append([[run.name for run in piece] for piece in work.args[1]])
         return fork(work)
 
     monkeypatch.setattr(report_module, "forked", counted)
@@ -68,7 +69,9 @@ def test_shared_out_among_processes_the_report_is_the_one_of_the_whole_index(log
         "shared.safetensors",
     }
     assert scan(str(logdir)) == json.loads(json.dumps(expected))
-    assert len(shares) == 2 and sorted(sum(shares, [])) == [f"exp/run_{i}" for i in range(6)]
+    # Six runs: two evened-out shares, one a child, each child free to take the other's if it is done first.
+    assert len(shares) == 2 and len(shares[0]) == 2
+    assert sorted(sum(shares[0], [])) == [f"exp/run_{i}" for i in range(6)]
 
 
 def test_the_serialised_pieces_are_the_document_json_writes(logdir, monkeypatch, shares):
@@ -215,3 +218,82 @@ def test_evening_out_never_leaves_a_share_fuller_than_largest_first(sizes, count
         patch.setattr(report_module, "EVENED_RUNS", 0)
         largest_first = _loads(named, count)
     assert evened[0] <= largest_first[0]
+
+
+@settings(max_examples=int(os.environ.get("VARSCOPE_FUZZ_EXAMPLES", "100")), deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=1, max_size=300), st.integers(2, 8), st.integers(0, 50))
+def test_many_runs_are_cut_in_order_into_pieces_that_shrink_to_the_least_allowed(sizes, count, least):
+    """Every run in one piece, in order; a piece closes with the run that takes it to half an even share of what
+    was left as it started (at least the least allowed), and not before; at most MAX_PIECES pieces and the last."""
+    named = {f"run{i:03d}": size for i, size in enumerate(sizes)}
+    runs = [RunIndex(name, f"/logs/{name}") for name in named]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report_module, "CHUNK_MIN_BYTES", least)
+        patch.setattr(report_module, "MAX_PIECES", 20)
+        pieces = report_module.chunks(_Sized(named), runs, count)
+    assert [run for piece in pieces for run in piece] == runs and all(pieces)
+    floor = max(least, sum(sizes) // 20)
+    left = sum(sizes)
+    for piece in pieces[:-1]:
+        held = [named[run.name] for run in piece]
+        wanted = max(floor, left // (2 * count))
+        assert sum(held) >= wanted > sum(held) - held[-1]
+        left -= sum(held)
+    assert len(pieces) <= 21
+
+
+@pytest.fixture
+def many_runs(tmp_path, monkeypatch):
+    """70 small runs, some colliding, one with a checkpoint: more than are evened out, so they go in pieces."""
+    monkeypatch.setattr(report_module, "FORK_MIN_BYTES", 0)
+    monkeypatch.setattr(report_module, "CHUNK_MIN_BYTES", 0)
+    monkeypatch.setattr(report_module, "processes", lambda: 2)
+    for i in range(70):
+        sizes = [4, 8] if i % 3 == 0 else [5]
+        layered_run(str(tmp_path / f"run_{i:02d}" / "events.out.tfevents.1.x"), "kernel", sizes, steps=2)
+    save_file({"a/kernel": np.zeros(4), "b/kernel": np.ones(8)}, str(tmp_path / "run_00" / "model.safetensors"))
+    return tmp_path
+
+
+def test_many_runs_are_taken_in_pieces_and_give_the_report_of_the_whole_index(many_runs, shares):
+    assert scan(str(many_runs)) == json.loads(json.dumps(reference(many_runs)))
+    assert len(shares) == 2 and len(shares[0]) > 4  # two children, taking pieces in turn
+    assert sum(shares[0], []) == [f"run_{i:02d}" for i in range(70)]
+
+
+def test_a_child_slowed_on_its_piece_leaves_every_other_piece_to_the_others(many_runs, monkeypatch, tmp_path):
+    """The child that took the first piece is held on it until the other has found no piece left: the other took
+    all the rest, and the report is whole."""
+    parent = os.getpid()
+    drained = tmp_path / "drained"
+    real_share, real_take, real_receive = (
+        report_module._report_share,
+        report_module._take_pieces,
+        report_module.receive_all,
+    )
+
+    def held_on_the_first(index, runs, *args):
+        if os.getpid() != parent and runs[0].name == "run_00":
+            deadline = time.monotonic() + 60
+            while not drained.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return real_share(index, runs, *args)
+
+    def take(*args):
+        done = real_take(*args)
+        drained.touch()
+        return done
+
+    answers = []
+    monkeypatch.setattr(report_module, "_report_share", held_on_the_first)
+    monkeypatch.setattr(report_module, "_take_pieces", take)
+    monkeypatch.setattr(report_module, "receive_all", lambda *args: answers.extend(real_receive(*args)) or answers)
+    assert scan(str(many_runs)) == json.loads(json.dumps(reference(many_runs)))
+    taken = sorted(sorted(found) for found in answers)
+    assert len(taken) == 2 and taken[0] == [0] and len(taken[1]) > 3
+    assert sorted(taken[0] + taken[1]) == list(range(len(taken[1]) + 1))
+
+
+def test_a_piece_no_child_answered_for_is_reported_here(many_runs, shares, failing_children):
+    assert scan(str(many_runs)) == json.loads(json.dumps(reference(many_runs)))
+    assert len(shares) == 2
