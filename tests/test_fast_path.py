@@ -146,7 +146,22 @@ def lookup_keys(request, monkeypatch):
     return request.param
 
 
-def test_every_layout_is_indexed_as_parsing_finds_it(tmp_path, lookup_keys):
+@pytest.fixture(params=["parsed", "known"], ids=["metadata-parsed", "metadata-known"])
+def metadata(request, monkeypatch, tmp_path_factory):
+    """Each of the two ways the first value of a tag in a file is read: parsed (no metadata is known, and none is
+    learned), or told from its bytes, its metadata's bytes having parsed before (learned from a first file)."""
+    monkeypatch.setattr(run_index, "_METADATA", {})
+    if request.param == "parsed":
+        monkeypatch.setattr(run_index, "METADATA_KEPT", 0)
+    else:
+        path = str(tmp_path_factory.mktemp("learned") / "events.out.tfevents.1.host")
+        write_events(path, mixed_events())
+        EventFile(path).reload()
+        assert run_index._METADATA
+    return request.param
+
+
+def test_every_layout_is_indexed_as_parsing_finds_it(tmp_path, lookup_keys, metadata):
     path = str(tmp_path / "events.out.tfevents.1.host")
     write_events(path, mixed_events())
     found, damage = assert_same(path)
@@ -189,7 +204,7 @@ def test_hand_made_layouts_fall_back_to_parsing(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_bytes_changed_under_valid_checksums_give_what_parsing_gives(tmp_path, seed, lookup_keys):
+def test_bytes_changed_under_valid_checksums_give_what_parsing_gives(tmp_path, seed, lookup_keys, metadata):
     """A writer bug rather than a disk error: the CRCs hold, the bytes are wrong. Whatever the parser makes of
     each such file (other values, fewer values, a record that is no event), the index makes the same."""
     rng = random.Random(seed)
@@ -209,7 +224,7 @@ def test_bytes_changed_under_valid_checksums_give_what_parsing_gives(tmp_path, s
     assert outcomes == {True, False}  # some changes made a record no event, some did not
 
 
-def test_records_across_many_small_buffers(tmp_path, monkeypatch, lookup_keys):
+def test_records_across_many_small_buffers(tmp_path, monkeypatch, lookup_keys, metadata):
     """Buffers smaller than a record, and a file read as it grows: the same values as one read of the whole."""
     monkeypatch.setattr(records, "BLOCK", 300)
     path = str(tmp_path / "events.out.tfevents.1.host")
@@ -342,7 +357,7 @@ def test_one_huge_tag_among_many_values_is_read_in_bounded_memory(tmp_path):
 
 
 @pytest.mark.slow  # tensorboardX imports torch when it is installed
-def test_tensorboardx_logs_are_indexed_as_parsing_finds_them(tmp_path):
+def test_tensorboardx_logs_are_indexed_as_parsing_finds_them(tmp_path, metadata):
     tensorboardX = pytest.importorskip("tensorboardX")
     rng = np.random.default_rng(0)
     with tensorboardX.SummaryWriter(str(tmp_path)) as writer:
@@ -400,6 +415,13 @@ def test_a_record_the_fast_path_reads_whole_parses_as_an_event(tmp_path, data):
     write_payloads(path, payloads)
     # Undone after each example: the fixture's monkeypatch lives across them, and spies would wrap spies.
     with pytest.MonkeyPatch.context() as patch:
+        # The metadata of a tag's first value either parsed before, or was never seen (and is not learned).
+        patch.setattr(run_index, "_METADATA", {})
+        if data.draw(st.booleans()):
+            pristine = str(tmp_path / f"pristine.{len(os.listdir(tmp_path))}.tfevents")
+            write_payloads(pristine, written_histograms())
+            EventFile(pristine).reload()
+        patch.setattr(run_index, "METADATA_KEPT", len(run_index._METADATA))
         patch.setattr(run_index, "_read_fast", spied)
         patch.setattr(run_index, "LOOKUP_KEYS", data.draw(st.sampled_from([run_index.LOOKUP_KEYS, 1])))
         # Small buffers too: later ones look their keys up in what the earlier ones indexed.
@@ -415,3 +437,42 @@ def test_a_record_the_fast_path_reads_whole_parses_as_an_event(tmp_path, data):
             events.parse_event(items[k][1].payloads[record - read.firsts[k]])  # raises DecodeError if not
             checked += 1
     assert checked or damage is not None  # a file read to its end holds records read whole, whatever changed
+
+
+def test_a_tags_first_value_in_each_file_is_parsed_only_until_its_metadata_is_known(tmp_path, monkeypatch):
+    """TF2 writers give the first value of each tag in a file the same metadata: once those bytes have parsed,
+    a file's first values are read from their bytes, so a run of many small files parses its files' first
+    records (their writer's mark) and little else. Counted, not timed."""
+    monkeypatch.setattr(run_index, "_METADATA", {})
+    tags = [f"layer_{i}/kernel" for i in range(20)]
+    for i in range(30):
+        write_events(str(tmp_path / f"run_{i}" / "events.out.tfevents.1.host"), many_tags(tags, steps=3))
+    paths = [str(tmp_path / f"run_{i}" / "events.out.tfevents.1.host") for i in range(30)]
+    records = [events.parse_event(payload) for _, payload in read_records(paths[0])]
+    marks = sum(1 for event in records if not event.summary.value)  # events of no value: the writer's marks
+    parsed = []
+    parse = events.parse_event
+    monkeypatch.setattr(events, "parse_event", lambda payload: parsed.append(1) or parse(payload))
+    for path in paths:
+        found, damage = assert_same(path)
+        assert damage is None and list(found) == tags
+    # Each file's marks, and the first file's 20 first values; beside them, the check's own parse of every record.
+    assert len(parsed) - 30 * len(records) == 30 * marks + 20
+    assert len(run_index._METADATA) == 1
+
+
+def test_metadata_kept_is_bounded(tmp_path, monkeypatch):
+    """Metadata of many kinds (a description per tag, say) is kept up to METADATA_KEPT, each of at most
+    METADATA_BYTES; past that, first values are parsed as before."""
+    monkeypatch.setattr(run_index, "_METADATA", {})
+    monkeypatch.setattr(run_index, "METADATA_KEPT", 5)
+    out = [event_pb2.Event(wall_time=1.0, file_version="brain.Event:2")]
+    for i in range(12):
+        value = tensor_value(f"t{i}", 0, with_metadata=True)
+        value.metadata.summary_description = "d" * (i if i < 8 else 2000)  # the last ones past METADATA_BYTES
+        out.append(event_pb2.Event(step=0, wall_time=1e9, summary=summary(value)))
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    write_events(path, out)
+    assert_same(path)
+    assert len(run_index._METADATA) == 5
+    assert all(len(blob) <= run_index.METADATA_BYTES for blob in run_index._METADATA)

@@ -36,6 +36,7 @@ class SingleValues:
     keys: Keys  # each distinct key's bytes, as `KnownKeys.lookup` takes them
     value_start: np.ndarray  # int64, into data: where the body of the value's one field starts
     value_end: np.ndarray  # int64, into data: where it ends
+    metadata_start: np.ndarray  # int64, into data: where the body of the value's metadata starts (value_end if none)
 
 
 def single_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> SingleValues:
@@ -66,8 +67,11 @@ def single_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Sin
     metadata = (at < ends) & (_byte(data, at) == 0x4A)
     after, length = _length_delimited(data, at, metadata)
     simple &= (at == ends) | (metadata & (after + length == ends))
+    metadata_start = np.where(metadata, after, at)  # its body runs to the end of the event in a simple one
     key_of, key_first, keys = _distinct_keys(data, tag_start, tag_end + 1, simple)
-    return SingleValues(simple, wall_time, step, tag_start, tag_end, key_of, key_first, keys, value_start, value_end)
+    return SingleValues(
+        simple, wall_time, step, tag_start, tag_end, key_of, key_first, keys, value_start, value_end, metadata_start
+    )
 
 
 def plain_histograms(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, legacy: np.ndarray) -> np.ndarray:

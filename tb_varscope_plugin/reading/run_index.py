@@ -34,6 +34,13 @@ SKIPPED_SHOWN = 10
 TENSOR_FIELD = 0x42  # the key opening Summary.Value.tensor: field 8, length-delimited
 # Event files gone from a run's directory are each a warning, the latest this many.
 GONE_SHOWN = 20
+# Summary metadata that parsed, by its bytes, with the plugin it names: a value whose metadata holds the very same
+# bytes is read in full without a parse (see `_read_fast`). TF2 writers give each tag's first value in a file the
+# same few bytes of metadata, so that a run of 20 tags had 20 records parsed a file for them. Kept for at most
+# METADATA_KEPT metadata of at most METADATA_BYTES each.
+_METADATA: dict[bytes, str] = {}
+METADATA_KEPT = 256
+METADATA_BYTES = 1024
 # A block holding at least this many tag-and-field keys looks them up a block at a time (`fast_path.KnownKeys`);
 # fewer are looked up one by one, which costs less than the index's numpy calls.
 LOOKUP_KEYS = 64
@@ -572,7 +579,7 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     if counts != held:
         read = _read_fast(items, raw, counts)
     firsts, file_of, offsets, fast, plain = read.firsts, read.file_of, read.offsets, read.fast, read.plain
-    pair_of, pair_first, new_keys = read.pair_of, read.pair_first, read.new_keys
+    pair_of, pair_first, new_keys, told = read.pair_of, read.pair_first, read.new_keys, read.told
     key_first = pair_first.tolist() if new_keys else []
     key_tags = [*read.kinds, -1]  # the trailing -1 is picked by records not simple
     others = np.flatnonzero(fast.key_of < 0)
@@ -586,18 +593,27 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     skips: list[list[tuple[int, int, str, int, str]]] = []  # (record, index, tag, step, problem) of each file
     for k, (f, _, _) in enumerate(items):
         kinds = f._kinds
-        # Read in full: records of other layouts, and the first single value of each tag-and-field key the file
-        # has not shown before; from then on the key alone decides whether a value is a histogram, and of which tag.
+        # Parsed: records of other layouts, and the first single value of each tag-and-field key the file has not
+        # shown before, unless its bytes told what it is (`told`); from then on the key alone decides whether a
+        # value is a histogram, and of which tag.
         unseen = [key_first[p] for p in read.unseen[k]]
         slow: list[tuple[int, int, int, str, int, float]] = []
         skipped: list[tuple[int, int, str, int, str]] = []
         for record in sorted(others_list[other_bounds[k] : other_bounds[k + 1]] + unseen):
+            pair = int(pair_of[record])
+            if pair in told:  # what `histogram_values` would find, known from the bytes: the value stays fast
+                tag, plugin = told[pair]
+                if plugin is not None:
+                    plugin = f._plugins.setdefault(tag, plugin)
+                histogram = plugin is None or plugin == events.HISTOGRAMS_PLUGIN
+                kinds[new_keys[pair]] = key_tags[pair] = f._tag_id(tag) if histogram else -1
+                continue
             event = parsed[k][record - firsts[k]]
             if f._guessed is not None:
                 f._guess_plugins(event, f._guessed)
             found = events.histogram_values(event, f._plugins)
-            pair = int(pair_of[record])
             if pair >= 0:
+                _learn_metadata(event, raw, int(fast.metadata_start[record]), int(read.ends[record]))
                 kinds[new_keys[pair]] = key_tags[pair] = -1 if found is None else f._tag_id(found[2][0][1])
             if found is not None:
                 step, wall_time, values = found
@@ -609,7 +625,7 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
                         slow.append((record, index, f._tag_id(tag), encoding, step, wall_time))
                     else:
                         skipped.append((record, index, tag, step, problem))
-        first_seen += unseen
+        first_seen += [record for record in unseen if int(pair_of[record]) not in told]
         slows.append(slow)
         skips.append(skipped)
     tag_ids = np.array(key_tags, dtype=np.int64)[pair_of]
@@ -639,6 +655,13 @@ def _index_blocks(items: list[tuple[EventFile, Block, int]], stage: bool, joined
     return added
 
 
+def _learn_metadata(event: event_pb2.Event, raw: bytes, start: int, end: int) -> None:
+    """Keeps the metadata of the one value of `event`, a parsed single-value event whose metadata body lies at
+    `raw[start:end]` (`start == end`: it has none), in `_METADATA`."""
+    if start < end and end - start <= METADATA_BYTES and len(_METADATA) < METADATA_KEPT:
+        _METADATA.setdefault(raw[start:end], event.summary.value[0].metadata.plugin_data.plugin_name)
+
+
 @dataclass(frozen=True)
 class _FastRead:
     """What the fast path reads of the first `counts[k]` records of each block of a batch (see `_read_fast`)."""
@@ -646,6 +669,7 @@ class _FastRead:
     firsts: list[int]  # each block's first record, records numbered file after file
     file_of: np.ndarray  # each record's block
     offsets: np.ndarray  # each record's offset in its file
+    ends: np.ndarray  # where each record's event ends in the joined buffers
     fast: fast_path.SingleValues
     plain: np.ndarray  # bool: a single histogram value checked from its bytes (`fast_path.plain_histograms`)
     pair_of: np.ndarray  # each record's tag-and-field key in its file, -1 where not simple
@@ -654,6 +678,7 @@ class _FastRead:
     kinds: list[int]  # what each key is in its file (see `EventFile._kinds`), fast_path.UNKNOWN where not shown yet
     new_keys: dict[int, bytes]  # the bytes of each key not shown yet: the tag's, and the byte opening the value's field
     unseen: list[list[int]]  # for each block, its keys that its file has not shown before
+    told: dict[int, tuple[str, str | None]]  # keys not shown yet whose first record is read without a parse
     whole: np.ndarray  # bool: the record certainly parses as an event (see below)
 
 
@@ -691,13 +716,51 @@ def _read_fast(items: list[tuple[EventFile, Block, int]], raw: bytes, counts: li
         pair_bounds = np.searchsorted(codes // width, np.arange(len(items) + 1)).tolist()
     kinds, new_keys, unseen = _key_kinds(items, raw, fast, pair_first, pair_bounds)
     # Read in full, so certain to parse: a histogram (field histo or tensor) whose every byte the fast path
-    # checked, with no metadata (left unread), and a tag whose bytes an earlier record of the file has (the
-    # first of each key in a file is parsed: its tag must be UTF-8).
+    # checked, with no metadata or metadata whose very bytes parsed before (`_METADATA`), and a tag whose bytes
+    # an earlier record of the file has. The first record of a key in its file is read in full only where its tag
+    # decodes as UTF-8 (as protobuf requires of a string) and what the value is can be told without a parse: a
+    # legacy histogram, or a tensor whose metadata names its plugin; the others are parsed.
     whole = np.zeros(len(starts), dtype=bool)
-    whole[simple] = plain[simple] & (legacy | (field == TENSOR_FIELD)) & (fast.value_end[simple] == ends[simple])
-    whole[pair_first[[p for block in unseen for p in block]]] = False
+    checked = simple[plain[simple] & (legacy | (field == TENSOR_FIELD))]
+    bare = fast.value_end[checked] == ends[checked]
+    whole[checked[bare]] = True
+    named: dict[int, str] = {}  # record -> the plugin its value's metadata names, where those bytes parsed before
+    if _METADATA:
+        dressed = checked[~bare]
+        for r, a, b in zip(
+            dressed.tolist(), fast.metadata_start[dressed].tolist(), ends[dressed].tolist(), strict=True
+        ):
+            plugin = _METADATA.get(raw[a:b])
+            if plugin is not None:
+                named[r] = plugin
+                whole[r] = True
+    told: dict[int, tuple[str, str | None]] = {}  # key -> its tag and the plugin named, None for a legacy histogram
+    for p in (p for block in unseen for p in block):
+        r = int(pair_first[p])
+        legacy_value = raw[int(fast.tag_end[r])] == events.LEGACY_FIELD
+        plugin = None if legacy_value else named.get(r)
+        if whole[r] and offsets[r] and (legacy_value or plugin):  # a file's first record is parsed: its origin
+            try:
+                told[p] = (new_keys[p][:-1].decode(), plugin)
+                continue
+            except UnicodeDecodeError:
+                pass
+        whole[r] = False
     return _FastRead(
-        firsts, file_of, offsets, fast, plain, pair_of, pair_first, pair_bounds, kinds, new_keys, unseen, whole
+        firsts,
+        file_of,
+        offsets,
+        ends,
+        fast,
+        plain,
+        pair_of,
+        pair_first,
+        pair_bounds,
+        kinds,
+        new_keys,
+        unseen,
+        told,
+        whole,
     )
 
 
