@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+from tensorboard.util import tensor_util
 
 from tb_varscope_plugin.reading import events, fast_path, records, run_index
 from tb_varscope_plugin.reading.records import masked_crc32c
@@ -476,3 +477,22 @@ def test_metadata_kept_is_bounded(tmp_path, monkeypatch):
     assert_same(path)
     assert len(run_index._METADATA) == 5
     assert all(len(blob) <= run_index.METADATA_BYTES for blob in run_index._METADATA)
+
+
+@pytest.mark.parametrize("counts", [[1.0, 1.0, 2.0**53], [2.0**52, 2.0**52, 1.0], [2.0**52, 1.0, 2.0**52 - 1.0]])
+def test_counts_adding_up_to_about_the_limit_are_judged_as_parsing_judges_them(tmp_path, counts):
+    """numpy adds a value's counts in another order than `value_problem` does: around 2^53 the two totals can fall
+    on either side of the limit ([1, 1, 2^53] is 2^53 one way, 2^53 + 2 the other). The index keeps a value only
+    where parsing would."""
+    rows = np.stack([np.arange(3.0), np.arange(3.0) + 1, counts], axis=1)
+    value = summary_pb2.Summary.Value(tag="kernel", tensor=tensor_util.make_tensor_proto(rows))
+    value.metadata.plugin_data.plugin_name = "histograms"
+    ordinary = tensor_value("kernel", 1, with_metadata=False)
+    out = [event_pb2.Event(step=0, wall_time=1.0, summary=summary(tensor_value("kernel", 0, with_metadata=True)))]
+    out += [
+        event_pb2.Event(step=1, wall_time=2.0, summary=summary(value)),
+        event_pb2.Event(step=2, summary=summary(ordinary)),
+    ]
+    path = str(tmp_path / "events.out.tfevents.1.host")
+    write_events(path, out)
+    assert_same(path)
