@@ -496,3 +496,42 @@ def test_counts_adding_up_to_about_the_limit_are_judged_as_parsing_judges_them(t
     path = str(tmp_path / "events.out.tfevents.1.host")
     write_events(path, out)
     assert_same(path)
+
+
+_COUNT = st.sampled_from([0.0, 1.0, 3.0, 7.5, -1.0, float("nan"), float("inf"), 2.0**52, 2.0**53, 1e300])
+
+
+@FUZZ
+@given(st.lists(st.lists(_COUNT, min_size=3, max_size=3), min_size=1, max_size=12), st.integers(1, 4), st.booleans())
+def test_histograms_of_one_layout_are_checked_as_those_of_several(counts, buckets, legacy):
+    """Values that share one layout (as many buckets, one encoding) have their counts gathered a row at a time;
+    the same values beside one of another layout are gathered a count at a time: both must judge each alike."""
+
+    def body(value_counts):
+        bucket_counts = (value_counts * buckets)[:buckets]
+        if legacy:
+            histo = summary_pb2.HistogramProto(bucket_limit=np.arange(buckets) + 1.0, bucket=bucket_counts)
+            return histo.SerializeToString()
+        rows = np.stack([np.arange(buckets), np.arange(buckets) + 1.0, bucket_counts], axis=1)
+        return tensor_util.make_tensor_proto(rows.astype(np.float64)).SerializeToString()
+
+    def judged(bodies, is_legacy):
+        data = b"".join(bodies)
+        ends = np.cumsum([len(b) for b in bodies])
+        starts = ends - [len(b) for b in bodies]
+        return fast_path.plain_histograms(np.frombuffer(data, np.uint8), starts, ends, np.array(is_legacy)).tolist()
+
+    bodies = [body(c) for c in counts]
+    alone = judged(bodies, [legacy] * len(bodies))
+    different = (
+        tensor_util.make_tensor_proto(np.ones((buckets + 1, 3))).SerializeToString()
+        if legacy
+        else summary_pb2.HistogramProto(bucket_limit=[1.0], bucket=[1.0]).SerializeToString()
+    )
+    beside = judged([*bodies, different], [legacy] * len(bodies) + [not legacy])
+    assert beside[:-1] == alone and beside[-1]
+    for value_counts, plain in zip(counts, alone, strict=True):
+        mine = (value_counts * buckets)[:buckets]
+        sound = all(0 <= c <= fast_path.MAX_COUNT for c in mine)
+        # Shown plain only where the value decodes; every value of sound counts well below the limit is.
+        assert (sound and sum(mine) <= fast_path.MAX_COUNT) if plain else not (sound and sum(mine) <= 2.0**51)
