@@ -80,7 +80,8 @@ def plain_histograms(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, leg
 
     True means the value certainly decodes: a float64 tensor of shape [k, 3] (k > 0) whose content is 24k bytes,
     or a legacy histogram with as many counts as limits; and every count finite, not negative, and their total at
-    most `MAX_COUNT`. False means only "not shown here": `events.value_problem` decides, one value at a time.
+    most half of `MAX_COUNT` (so within it in whatever order they are added). False means only "not shown here":
+    `events.value_problem` decides, one value at a time.
     """
     plain_tensor, content, k = _plain_tensors(data, starts, ends)
     plain_legacy, buckets, n = _plain_legacy(data, starts, ends)
