@@ -11,9 +11,8 @@ import sys
 import textwrap
 from typing import NoReturn
 
-from tensorboard.compat.tensorflow_stub.io import gfile
-
-from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
+from tb_varscope_plugin import filesystem
+from tb_varscope_plugin.filesystem import error_reason
 from tb_varscope_plugin.reading.logdir import run_names
 from tb_varscope_plugin.report import scan, scan_json
 from tb_varscope_plugin.schema import CROSS_FILE, SAME_STEP, Collision, Report, ReportWarning, RunReport
@@ -164,7 +163,7 @@ def _split(args: argparse.Namespace) -> int:
         )
     except SplitError as error:
         return _fail(str(error))
-    except READ_ERRORS as error:
+    except filesystem.READ_ERRORS as error:
         return _fail(f"cannot write {args.outdir!r}: {error_reason(error)}")
     finally:
         if progress is not None:
@@ -174,11 +173,11 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _logdir_problem(logdir: str) -> str | None:
-    if not gfile.isdir(logdir):
+    if not filesystem.isdir(logdir):
         return f"LOGDIR {logdir!r} is not a readable directory"
     try:
-        gfile.listdir(logdir)
-    except READ_ERRORS as error:
+        filesystem.listdir(logdir)
+    except filesystem.READ_ERRORS as error:
         return f"LOGDIR {logdir!r} cannot be listed: {error_reason(error)}"
     return None
 
@@ -186,7 +185,7 @@ def _logdir_problem(logdir: str) -> str | None:
 def _missing_checkpoint(paths: list[str]) -> str | None:
     # A TF checkpoint is named by its prefix, which is no file itself: its `.index` file is.
     for path in paths:
-        if not (gfile.exists(path) or gfile.exists(path + ".index")):
+        if not (filesystem.exists(path) or filesystem.exists(path + ".index")):
             return f"--checkpoint {path!r} does not exist (no such file or directory, and no {path}.index)"
     return None
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tb_varscope_plugin import filesystem
 from tb_varscope_plugin.analysis.attribution import LaneMatch, attribute_lanes, attribute_restart
 from tb_varscope_plugin.analysis.collisions import FoundCollision, collision_entry, find_collisions
 from tb_varscope_plugin.analysis.groups import group_tags
@@ -22,7 +23,7 @@ from tb_varscope_plugin.analysis.siblings import share_sibling_lanes
 from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint, unread_models
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
-from tb_varscope_plugin.filesystem import READ_ERRORS, is_local, mtime
+from tb_varscope_plugin.filesystem import is_local, mtime
 from tb_varscope_plugin.reading.events import BadValue
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.parallel import FORK_MIN_BYTES, forked, receive_all
@@ -219,7 +220,7 @@ class Reporter:
                     # The index read but a variable's data did not: report the run as if it had no checkpoint.
                     report = build_run_report(run, None)
                     extra = [_checkpoint_warning(checkpoint.path if checkpoint else "", error)]
-            except (BadValue, NoRecord, *READ_ERRORS) as error:
+            except (BadValue, NoRecord, *filesystem.READ_ERRORS) as error:
                 # An event file changed between the reload and this report: the next reload reads it again, and
                 # until then the run shows what it showed before. Nothing is cached, so the next pass retries.
                 message = f"values could not be read back ({error}); the run is reported again after the next reload"

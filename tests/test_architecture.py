@@ -46,8 +46,13 @@ def _imports(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{path}: the package imports absolutely, so its graph reads from the text"
-            found.add(node.module or "")
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            # `from tb_varscope_plugin import filesystem` imports the module: the package's __init__ runs first
+            # for any import of the package, so it is no edge of the graph.
+            names = {f"{node.module}.{alias.name}" for alias in node.names}
+            modules = {n for n in names if (PACKAGE.parent / n.replace(".", "/")).with_suffix(".py").exists()}
+            found.update(names)
+            if modules != names:
+                found.add(node.module or "")
     return found
 
 
@@ -124,6 +129,31 @@ def test_the_command_imports_remote_back_ends_only_for_a_remote_path(tmp_path):
     layered_run(str(tmp_path / "run" / "events.out.tfevents.1"), "w", [3], steps=2)  # one layer: clean
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert result.stderr.split() == ["0", "True", "True", "False", "False", "False"]
+
+
+def test_a_local_scan_does_not_import_the_filesystem_layer(tmp_path):
+    """A local path is read with the very `os` calls the layer's LocalFileSystem makes (filesystem.py), so a local
+    scan, clean or colliding, loads neither the layer's package (absl, TensorBoard's config protos...) nor
+    `tensor_util`, which imports it."""
+    code = (
+        "import sys; from tb_varscope_plugin import command; sys.argv[1:] = ['scan', sys.argv[1], '--json'];"
+        "code = command.main(); print(code, sorted(m for m in sys.modules"
+        " if m.startswith(('tensorboard.compat.tensorflow_stub', 'tensorboard.util.tensor_util', 'absl'))),"
+        " file=sys.stderr)"
+    )
+    layered_run(str(tmp_path / "run" / "events.out.tfevents.1"), "w", [3, 3], steps=2)  # two layers: colliding
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert result.stderr.split() == ["1", "[]"]
+
+
+def test_only_the_filesystem_module_and_the_rewrite_stage_import_gfile():
+    """Every other module reads through filesystem.py, which imports the layer lazily (see the test above)."""
+    importers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if re.search(r"^\s*from tensorboard\.compat\.tensorflow_stub", path.read_text(encoding="utf-8"), re.M)
+    )
+    assert importers == ["filesystem.py", "rewrite/checkpoint_copy.py", "rewrite/event_copy.py", "rewrite/split.py"]
 
 
 def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):

@@ -9,10 +9,8 @@ import re
 import stat
 from collections.abc import Mapping
 
-from tensorboard.compat.tensorflow_stub.io import gfile
-
+from tb_varscope_plugin import filesystem
 from tb_varscope_plugin.filesystem import (
-    READ_ERRORS,
     Listing,
     is_event_file,
     is_local,
@@ -282,7 +280,7 @@ def _state_file_prefix(directory: str) -> str | None:
         return None
     # A run copied from another machine keeps absolute paths of the old place; the file sits beside us.
     for prefix in (posixpath.join(directory, named), posixpath.join(directory, posixpath.basename(named))):
-        if gfile.exists(prefix + ".index"):
+        if filesystem.exists(prefix + ".index"):
             return prefix
     return None
 
@@ -293,19 +291,19 @@ def _state_file_text(path: str) -> str:
         if is_local(path) and not stat.S_ISREG(os.stat(path).st_mode):
             return ""
         return read_at(path, 0, _STATE_PREFIX).decode("utf-8", "replace")
-    except READ_ERRORS:
+    except filesystem.READ_ERRORS:
         return ""
 
 
 def _isdir(path: str) -> bool:
     try:
-        return gfile.isdir(path)
+        return filesystem.isdir(path)
     except Exception:  # gone since it was listed
         return False
 
 
 def _listdir(directory: str) -> list[str]:
     try:
-        return sorted(gfile.listdir(directory))
+        return sorted(filesystem.listdir(directory))
     except Exception:  # a directory that vanished or cannot be listed simply holds no checkpoint
         return []

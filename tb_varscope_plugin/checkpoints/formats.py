@@ -7,8 +7,8 @@ import re
 from collections.abc import Callable
 
 import numpy as np
-from tensorboard.compat.tensorflow_stub.io import gfile
 
+from tb_varscope_plugin import filesystem
 from tb_varscope_plugin.checkpoints import saved_model, tf_bundle
 from tb_varscope_plugin.checkpoints.discovery import (
     KERAS_SUFFIXES,
@@ -64,7 +64,7 @@ def _unexpected(path: str, error: Exception) -> UnexpectedCheckpointError:
 
 def _read(path: str) -> Checkpoint:
     path = path.rstrip("/") or path
-    if gfile.isdir(path):
+    if filesystem.isdir(path):
         found = newest(candidates(path))
         if found is None:
             raise CheckpointError(f"{path}: no checkpoint in this directory")
@@ -92,6 +92,6 @@ def _read(path: str) -> Checkpoint:
         from tb_varscope_plugin.checkpoints import keras_h5
 
         return keras_h5.read_keras_archive(path) if path.endswith(".keras") else keras_h5.read_weights_h5(path)
-    if gfile.exists(path + ".index"):
+    if filesystem.exists(path + ".index"):
         return tf_bundle.read_bundle(path)
     raise CheckpointError(f"{path}: not a checkpoint (no such file, and no {path}.index)")

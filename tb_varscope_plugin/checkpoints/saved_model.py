@@ -6,8 +6,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 
-from tensorboard.compat.tensorflow_stub.io import gfile
-
+from tb_varscope_plugin import filesystem
 from tb_varscope_plugin.checkpoints.discovery import SAVED_MODEL_FILE, SAVED_MODEL_VARIABLES
 from tb_varscope_plugin.checkpoints.tf_bundle import read_bundle
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
@@ -15,7 +14,7 @@ from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 
 def read_saved_model(directory: str) -> Checkpoint:
     """Reads the variable records of the SavedModel in `directory`, named from the object graph of its variables."""
-    if not gfile.exists(posixpath.join(directory, SAVED_MODEL_FILE)):
+    if not filesystem.exists(posixpath.join(directory, SAVED_MODEL_FILE)):
         raise CheckpointError(f"{directory}: not a SavedModel (no {SAVED_MODEL_FILE})")
     bundle = read_bundle(posixpath.join(directory, SAVED_MODEL_VARIABLES))
     return dataclasses.replace(bundle, path=directory, format="saved-model")
@@ -27,5 +26,5 @@ def saved_model_of(path: str) -> str | None:
         return posixpath.dirname(path)
     if path.endswith("/" + SAVED_MODEL_VARIABLES):
         directory = path[: -len(SAVED_MODEL_VARIABLES) - 1]
-        return directory if gfile.exists(posixpath.join(directory, SAVED_MODEL_FILE)) else None
+        return directory if filesystem.exists(posixpath.join(directory, SAVED_MODEL_FILE)) else None
     return None

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from tensorboard.compat.tensorflow_stub.io import gfile
 
+from tb_varscope_plugin import filesystem
 from tb_varscope_plugin.filesystem import read_at
 
 _OUTPUT_INDEX = re.compile(r":\d+$")
@@ -59,7 +59,7 @@ def read_bytes(path: str, offset: int = 0, size: int | None = None) -> bytes:
 
 def file_size(path: str) -> int:
     try:
-        return gfile.stat(path).length
+        return filesystem.file_length(path)
     except Exception as e:  # see read_bytes
         raise CheckpointError(f"{path}: cannot read: {e}") from e
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.util import tensor_util
 
 from tb_varscope_plugin.reading.fast_path import MAX_COUNT
 
@@ -183,6 +182,10 @@ def decode_histogram(value: summary_pb2.Summary.Value) -> np.ndarray:
         # as `make_ndarray` reads it, without its general path (a quarter of the cost of reporting a collision).
         code = _TENSOR_DTYPES[tensor.dtype][0]
         return np.frombuffer(tensor.tensor_content, dtype=code).astype(np.float64).reshape(-1, 3)
+    # Counts in the tensor's typed fields (`double_val`...) rather than its content: TensorBoard's general path,
+    # imported only here, as its module imports the whole filesystem layer (see filesystem.py).
+    from tensorboard.util import tensor_util
+
     return tensor_util.make_ndarray(tensor).astype(np.float64).reshape(-1, 3)
 
 

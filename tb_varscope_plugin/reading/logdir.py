@@ -8,8 +8,8 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 
+from tb_varscope_plugin import filesystem
 from tb_varscope_plugin.filesystem import (
-    READ_ERRORS,
     KeptListings,
     Listing,
     entry,
@@ -274,7 +274,7 @@ class LogdirIndex:
             directory, as_found = pending.pop()
             try:
                 entries = self.listings.listing(directory, as_found)
-            except READ_ERRORS as error:
+            except filesystem.READ_ERRORS as error:
                 self.unlisted[directory] = error_reason(error)
                 continue
             readable, names, walked = [], [], []

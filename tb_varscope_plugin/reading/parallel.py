@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tensorboard.compat.tensorflow_stub.io import gfile
-
-from tb_varscope_plugin.filesystem import READ_ERRORS, PositionedReader, is_local
+from tb_varscope_plugin import filesystem
+from tb_varscope_plugin.filesystem import PositionedReader, is_local
 from tb_varscope_plugin.reading.records import record_boundary
 from tb_varscope_plugin.reading.run_index import EventFile, reload_files
 
@@ -120,7 +119,7 @@ def _segment_starts(path: str, size: int, pieces: int) -> list[int]:
                 found = record_boundary(source, max(size * k // pieces, starts[-1] + 1), size * (k + 1) // pieces, size)
                 if found is not None:
                     starts.append(found)
-    except READ_ERRORS:
+    except filesystem.READ_ERRORS:
         return [0]  # the reading proper will say what is wrong
     return starts
 
@@ -168,8 +167,8 @@ def _join(f: EventFile, units: dict[Unit, int], results: dict[Unit, tuple[bool, 
 
 def _unread_bytes(f: EventFile) -> int:
     try:
-        return max(0, gfile.stat(f.path).length - f.reader.offset)
-    except READ_ERRORS:
+        return max(0, filesystem.file_length(f.path) - f.reader.offset)
+    except filesystem.READ_ERRORS:
         return 0  # gone: its reload will say so
 
 

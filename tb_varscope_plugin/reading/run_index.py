@@ -16,7 +16,8 @@ from typing import TypeVar
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from tb_varscope_plugin.filesystem import READ_ERRORS, PositionedReader, error_reason
+from tb_varscope_plugin import filesystem
+from tb_varscope_plugin.filesystem import PositionedReader, error_reason
 from tb_varscope_plugin.reading import events, fast_path
 from tb_varscope_plugin.reading.records import HEADER, Block, Damage, RecordReader, Walked, read_record_at, verify_all
 from tb_varscope_plugin.schema import ReportWarning
@@ -323,7 +324,7 @@ class EventFile:
                 message = f"{rewritten.message}; read again from the start"
                 self.restarted = {"file": self.path, "offset": rewritten.offset, "message": message}
                 added = self._read() or True
-        except READ_ERRORS as error:
+        except filesystem.READ_ERRORS as error:
             self.error = f"could not be read ({error_reason(error)}); it is tried again at the next reload"
             return added
         self.error = None
@@ -344,7 +345,7 @@ class EventFile:
         added = False
         try:
             added = self._read(self.reader.range_blocks(start, end))
-        except READ_ERRORS as error:
+        except filesystem.READ_ERRORS as error:
             self.error = f"could not be read ({error_reason(error)}); it is tried again at the next reload"
             return added
         self.error = None
@@ -508,7 +509,7 @@ def reload_files(files: list[EventFile]) -> list[bool]:
             batch, held, batched = [], 0, set()
         try:
             walked = f.reader.read_small()
-        except READ_ERRORS:
+        except filesystem.READ_ERRORS:
             walked = None  # its reload says why
         if walked is None:
             added[i] = f.reload()
