@@ -48,6 +48,34 @@ def test_report_is_served_gzipped_with_an_etag_and_polls_get_304(tmp_path, monke
     assert len(serialised) == 2
 
 
+def test_a_report_published_again_serialises_only_the_parts_that_changed(tmp_path, monkeypatch):
+    """The first pass publishes a partial report a second: each serialises the runs new since the last one, so a
+    run's part is serialised once, however many reports show it (counted, not timed)."""
+    for name in ("a", "b", "c"):
+        layered_run(str(tmp_path / name / "events.out.tfevents.1.x"), "kernel", [3, 12], steps=3)
+    plugin = load_plugin(tmp_path)
+    plugin.reload_impl()
+    parts = []
+    real = plugin_module._json
+
+    def counted(value: dict) -> bytes:
+        if "run" in value:
+            parts.append(value)
+        return real(value)
+
+    monkeypatch.setattr(plugin_module, "_json", counted)
+    http = client(plugin)
+    first = http.get(f"{ROUTES}/report")
+    assert sorted(part["run"] for part in parts) == ["a", "b", "c"]
+    layered_run(str(tmp_path / "d" / "events.out.tfevents.1.x"), "bias", [2, 2], steps=2)
+    plugin.reload_impl()
+    parts.clear()
+    second = http.get(f"{ROUTES}/report")
+    assert [part["run"] for part in parts] == ["d"]
+    assert second.get_json() == plugin.report_impl() and second.headers["ETag"] != first.headers["ETag"]
+    assert [run["run"] for run in second.get_json()["runs"]] == ["a", "b", "c", "d"]
+
+
 def test_samples_per_plugin_histograms_0_serves_every_step(tmp_path):
     values = np.linspace(0.0, 1.0, 6)
     write_events(str(tmp_path / "events.out.tfevents.1.a"), [histogram_event(step, "w", values) for step in range(620)])

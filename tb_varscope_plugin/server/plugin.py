@@ -82,6 +82,9 @@ class VarScopePlugin(base_plugin.TBPlugin):
         reporter = Reporter(self._index, checkpoints=[checkpoint] if checkpoint else None)
         self.live = LiveReport(self._index, reporter, reload_interval)
         self._serialised: SerialisedReport | None = None  # the published report last sent, as sent
+        # Each run's part as last serialised, with the part itself: a report published again (the first pass
+        # publishes one a second) serialises only the parts that are new, not the whole document each time.
+        self._run_texts: dict[str, tuple[object, bytes]] = {}
 
     def get_plugin_apps(self) -> dict:
         # One exact route per frontend file, fixed when TensorBoard starts: no path a request names can
@@ -145,10 +148,23 @@ class VarScopePlugin(base_plugin.TBPlugin):
         report = self.report_impl()
         serialised = self._serialised
         if serialised is None or serialised.report is not report:
-            body = _json(report)
+            body = self._report_json(report)
             etag = hashlib.blake2b(body, digest_size=16).hexdigest()
             serialised = self._serialised = SerialisedReport(report, etag, _gzip(body))
         return serialised
+
+    def _report_json(self, report: Report) -> bytes:
+        """`_json(report)`, `runs` last and made of each run's part serialised once: a run unchanged keeps the very
+        same part object from one report to the next, so a part seen before is not serialised again."""
+        kept, made, texts = self._run_texts, {}, []
+        for part in report["runs"]:
+            known = kept.get(part["run"])
+            text = known[1] if known is not None and known[0] is part else _json(part)
+            made[part["run"]] = (part, text)
+            texts.append(text)
+        self._run_texts = made  # runs gone from the report are forgotten with their parts
+        head = _json({key: value for key, value in report.items() if key != "runs"})
+        return b"".join([head[:-1], b', "runs": [', b", ".join(texts), b"]}"])
 
     def histograms_answer(self, run: str | None, tag: str | None, lane: str | None) -> Answer:
         """`histograms_impl` as JSON (see `_json`)."""
