@@ -1,5 +1,5 @@
-"""The processes we start: the `tb-varscope` command, and the tab's first-pass readers. Each defers the remote
-back ends before it imports anything that imports TensorBoard's filesystem layer."""
+"""The processes we start: the `tb-varscope` command, the tab's first-pass readers and the HDF5 reader. Each defers
+the remote back ends before it imports anything that imports TensorBoard's filesystem layer."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ def read_share() -> None:
     sys.stdout.flush()  # a stray print, which went to the log (fd 1 is the log's now)
     sys.stderr.flush()
     os._exit(0)
+
+
+def read_h5_files() -> None:
+    """The worker that reads `.h5` and `.keras` checkpoints before the process that started it does (see
+    `checkpoints/isolated.py`): paths on standard input, answers on standard output, which nothing else may write to."""
+    defer_remote_back_ends()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the process that started it, which then ends it
+    from tb_varscope_plugin.checkpoints.isolated import serve
+
+    sink = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print goes to the log, not into the answers
+    with sink:
+        serve(sys.stdin.buffer, sink)

@@ -89,8 +89,9 @@ def _read(path: str) -> Checkpoint:
 
         return safetensors_file.read_safetensors(path)
     if path.endswith(KERAS_SUFFIXES):
-        from tb_varscope_plugin.checkpoints import keras_h5
+        from tb_varscope_plugin.checkpoints import isolated, keras_h5
 
+        isolated.vet(path)  # libhdf5 may never return from a damaged file: a worker reads it first
         return keras_h5.read_keras_archive(path) if path.endswith(".keras") else keras_h5.read_weights_h5(path)
     if filesystem.exists(path + ".index"):
         return tf_bundle.read_bundle(path)

@@ -28,7 +28,7 @@ from tb_varscope_plugin.filesystem import READ_ERRORS, error_reason
 from tb_varscope_plugin.reading.logdir import LogdirIndex
 from tb_varscope_plugin.reading.run_index import RunIndex, ValueRef
 from tb_varscope_plugin.report import Reporter
-from tb_varscope_plugin.schema import Report
+from tb_varscope_plugin.schema import Report, RunReport
 from tb_varscope_plugin.server.live import LiveReport
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class VarScopePlugin(base_plugin.TBPlugin):
         self._serialised: SerialisedReport | None = None  # the published report last sent, as sent
         # Each run's part as last serialised, with the part itself: a report published again (the first pass
         # publishes one a second) serialises only the parts that are new, not the whole document each time.
-        self._run_texts: dict[str, tuple[object, bytes]] = {}
+        self._run_texts: dict[str, tuple[RunReport, bytes]] = {}
 
     def get_plugin_apps(self) -> dict:
         # One exact route per frontend file, fixed when TensorBoard starts: no path a request names can
