@@ -20,6 +20,7 @@ from tb_varscope_plugin.analysis.attribution import LaneMatch, attribute_lanes, 
 from tb_varscope_plugin.analysis.collisions import FoundCollision, collision_entry, find_collisions
 from tb_varscope_plugin.analysis.groups import group_tags
 from tb_varscope_plugin.analysis.siblings import share_sibling_lanes
+from tb_varscope_plugin.checkpoints import isolated
 from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint, unread_models
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
@@ -164,6 +165,7 @@ class Reporter:
                 found.close()
         self._read.clear()
         self._runs.clear()
+        isolated.stop()  # the worker that read h5 files first: a scan leaves no process behind
 
     def _forget_unused_checkpoints(self) -> None:
         """Closes and drops the checkpoints no run took in the pass just made (a run deleted, a file renamed)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tb_varscope_plugin.checkpoints import isolated
 from tb_varscope_plugin.server.live import READER_THREAD
 
 SCENARIOS_SCRIPT = Path(__file__).with_name("scenarios.py")
@@ -146,3 +147,11 @@ def no_reader_left_running() -> Iterator[None]:
     for thread in threading.enumerate():
         if thread.name == READER_THREAD:
             thread.join(60)
+
+
+@pytest.fixture(autouse=True)
+def no_h5_worker_left_running() -> Iterator[None]:
+    """A test that read an h5 file outside a reporter (which ends its worker when it closes) leaves the worker
+    (checkpoints/isolated.py) running: ended here, so no test finds a child process of this one it did not start."""
+    yield
+    isolated.stop()

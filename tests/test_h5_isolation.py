@@ -37,16 +37,6 @@ def never_finishing(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def no_worker_yet():
-    """Each test starts with no worker, as a fresh process would, and leaves none behind."""
-    if isolated._worker is not None:
-        isolated._stop(isolated._worker)
-    yield
-    if isolated._worker is not None:
-        isolated._stop(isolated._worker)
-
-
 @pytest.fixture
 def short_limit(monkeypatch):
     """A limit of 2 s for every file, in place of tens of seconds: the fixtures are read in milliseconds."""
@@ -178,3 +168,14 @@ def test_no_worker_is_forked_beside_a_remote_back_end_or_for_a_remote_file(monke
     assert not isolated._can_fork(str(FIXTURE))
     monkeypatch.setattr(isolated, "REMOTE_MODULES", ())
     assert isolated._can_fork(str(FIXTURE)) and not isolated._can_fork("s3://bucket/run/model.weights.h5")
+
+
+def test_a_scan_in_this_process_leaves_no_worker_behind(tmp_path, monkeypatch, how):
+    """`scan()` called from a user's program: its worker ends with it, so the program has no child it did not start
+    (one waiting for its own children would wait for it)."""
+    started = started_workers(monkeypatch)
+    run = colliding_run(tmp_path / "logs", "model.weights.h5")
+    shutil.copy(FIXTURE, run / "model.weights.h5")
+    (reported,) = scan(str(tmp_path / "logs"))["runs"]
+    assert reported["checkpoint"] is not None
+    assert len(started) == 1 and started[0].returncode is not None and isolated._worker is None

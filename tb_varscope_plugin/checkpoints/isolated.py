@@ -7,8 +7,9 @@ every value) by a worker process, under a time limit; only once the worker has d
 libhdf5 reads a file the same way each time, so what the worker finished will finish here too. A file it does not
 finish, or that ends it, is a CheckpointError: the run's warning, as for any other damage.
 
-One worker serves each process that reads checkpoints, started on the first `.h5` read and ending after a minute
-with nothing to read (or with the process that started it), so a logdir of many Keras runs costs one start.
+One worker serves each process that reads checkpoints, started on the first `.h5` read and ending when its reporter
+closes (a scan's end), after a minute with nothing to read, or with the process that started it: a logdir of many
+Keras runs costs one start.
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ def vet(path: str) -> None:
             "(libhdf5 loops forever on some damage), so it is not read"
         )
     raise CheckpointError(f"{path}: reading this file ended the HDF5 reader ({_ending(worker)}); it is not read")
+
+
+def stop() -> None:
+    """Ends this process's worker, if one runs: a one-off scan leaves no process of its own behind it (the next
+    `.h5` read starts another)."""
+    with _lock:
+        if _worker is not None:
+            _stop(_worker)
 
 
 def _running(path: str) -> Worker:
