@@ -50,7 +50,21 @@ def is_event_file(name: str) -> bool:
 
 def is_local(path: str) -> bool:
     """Whether the filesystem layer reads `path` with its LocalFileSystem: always where it names no scheme."""
-    return "://" not in path or isinstance(gfile.get_filesystem(path), gfile.LocalFileSystem)
+    if "://" not in path or isinstance(gfile.get_filesystem(path), gfile.LocalFileSystem):
+        return True
+    global _remote_seen
+    _remote_seen = True
+    return False
+
+
+# Whether this process has asked about a remote path: every remote read here asks `is_local` first.
+_remote_seen = False
+
+
+def remote_seen() -> bool:
+    """Whether this process has met a remote path, and so may hold what a remote back end keeps open (fsspec's
+    cached filesystems and their sessions)."""
+    return _remote_seen
 
 
 def error_reason(error: Exception) -> str:

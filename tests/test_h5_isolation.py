@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from damaged_checkpoints import REAL, colliding_run
 
-from tb_varscope_plugin import scan
+from tb_varscope_plugin import filesystem, scan
 from tb_varscope_plugin.checkpoints import isolated
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import CheckpointError
@@ -61,10 +61,9 @@ def started_workers(monkeypatch) -> list:
 
 @pytest.fixture(params=["forked", "spawned"])
 def how(request, monkeypatch):
-    """Forked where this process runs one thread and no remote back end (a scan), spawned beside threads
-    (TensorBoard): a thread kept alive makes it spawn. The test process loaded boto3 and fsspec only by importing
-    TensorBoard's filesystem layer, and holds no connection of theirs, so they are not counted here."""
-    monkeypatch.setattr(isolated, "REMOTE_MODULES", ())
+    """Forked where this process runs one thread and met no remote path (a scan), spawned beside threads
+    (TensorBoard): a thread kept alive makes it spawn. Earlier tests of this process may have met remote paths."""
+    monkeypatch.setattr(filesystem, "_remote_seen", False)
     if request.param == "forked":
         yield request.param
         return
@@ -163,11 +162,10 @@ def test_a_scan_ends_when_it_is_done_not_when_its_workers_would(tmp_path, runs):
     assert [run["checkpoint"]["format"] for run in report["runs"]] == ["keras-weights-h5"] * runs
 
 
-def test_no_worker_is_forked_beside_a_remote_back_end_or_for_a_remote_file(monkeypatch):
-    monkeypatch.setitem(sys.modules, "botocore", sys.modules.get("botocore", sys))  # loaded, as after an S3 read
-    assert not isolated._can_fork(str(FIXTURE))
-    monkeypatch.setattr(isolated, "REMOTE_MODULES", ())
+def test_no_worker_is_forked_once_a_remote_path_was_met_or_for_a_remote_file(monkeypatch):
+    monkeypatch.setattr(filesystem, "_remote_seen", False)
     assert isolated._can_fork(str(FIXTURE)) and not isolated._can_fork("s3://bucket/run/model.weights.h5")
+    assert not isolated._can_fork(str(FIXTURE))  # the s3:// path above was met
 
 
 def test_a_scan_in_this_process_leaves_no_worker_behind(tmp_path, monkeypatch, how):

@@ -37,8 +37,6 @@ ENTRY = "from tb_varscope_plugin.command import read_h5_files; read_h5_files()"
 DONE = b"done\n"
 # Filesystems whose files exist only inside this process: a worker cannot open them, so they are read here only.
 IN_PROCESS_SCHEMES = ("memory://",)
-# Loaded once boto3 (S3) or fsspec really is, not while they are deferred (startup.py).
-REMOTE_MODULES = ("botocore", "fsspec.spec")
 
 _lock = threading.Lock()
 _worker: Worker | None = None
@@ -95,11 +93,11 @@ def _running(path: str) -> Worker:
 
 def _can_fork(path: str) -> bool:
     """Whether a worker may be forked from this process for `path`: only one thread runs (another might hold a lock
-    the fork copies held forever), and no remote back end is loaded, whose open connections the worker would share
-    (it closes what it inherits, under objects that still think them open). A worker forked for a local file reads
-    remote ones later with back ends of its own."""
-    loaded = any(module in sys.modules for module in REMOTE_MODULES)
-    return hasattr(os, "fork") and threading.active_count() == 1 and filesystem.is_local(path) and not loaded
+    the fork copies held forever), and no remote path was met, whose back end may hold connections open (fsspec
+    caches its filesystems) that the worker would share: it closes what it inherits, under objects that still
+    think them open. A worker forked for a local file reads remote ones later with back ends of its own."""
+    single = threading.active_count() == 1
+    return hasattr(os, "fork") and single and filesystem.is_local(path) and not filesystem.remote_seen()
 
 
 class Forked:
