@@ -111,7 +111,7 @@ def test_one_worker_reads_every_file_of_a_process(tmp_path, monkeypatch, how):
 def test_a_worker_gone_between_files_is_replaced(tmp_path, monkeypatch, how):
     started = started_workers(monkeypatch)
     assert read_checkpoint(str(FIXTURE)).variables
-    started[0].terminate()
+    os.kill(started[0].pid, signal.SIGTERM)
     started[0].wait()
     assert read_checkpoint(str(FIXTURE)).variables
     assert len(started) == 2

@@ -128,7 +128,6 @@ class Forked:
         os.close(job_read)
         os.close(out_write)
         self.pid = pid
-        self.args = ENTRY
         self.stdin = os.fdopen(job_write, "wb")
         self.stdout = os.fdopen(out_read, "rb")
         self.returncode: int | None = None
@@ -147,9 +146,6 @@ class Forked:
 
     def kill(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
-
-    def terminate(self) -> None:
-        os.kill(self.pid, signal.SIGTERM)
 
 
 Worker = subprocess.Popen | Forked
