@@ -165,7 +165,6 @@ class Reporter:
                 found.close()
         self._read.clear()
         self._runs.clear()
-        isolated.stop()  # the worker that read h5 files first: a scan leaves no process behind
 
     def _forget_unused_checkpoints(self) -> None:
         """Closes and drops the checkpoints no run took in the pass just made (a run deleted, a file renamed)."""
@@ -412,12 +411,16 @@ def scan_parts(
     count = processes()
     forkable = hasattr(os, "fork") and threading.active_count() == 1 and all(is_local(run.path) for run in runs)
     groups = shares(index, runs, count) if forkable else [runs]
-    if len(groups) < 2:
-        parts = _report_share(index, runs, checkpoints, count)
-    else:
-        parts = _report_forked(
-            index, groups if len(runs) <= EVENED_RUNS else chunks(index, runs, len(groups)), len(groups), checkpoints
-        )
+    try:
+        if len(groups) < 2:
+            parts = _report_share(index, runs, checkpoints, count)
+        else:
+            pieces = groups if len(runs) <= EVENED_RUNS else chunks(index, runs, len(groups))
+            parts = _report_forked(index, pieces, len(groups), checkpoints)
+    finally:
+        # The worker that read h5 files first ends with the scan, not a minute later: `scan()` called from a
+        # program leaves it no child process. (Forked children's workers end as their children exit.)
+        isolated.stop()
     warnings = index.warnings()  # directories that could not be listed, entries passed over
     report = document(index.logdir, warnings, [], [counts for _, _, counts in parts])
     return report, [(part, counts) for _, part, counts in parts]

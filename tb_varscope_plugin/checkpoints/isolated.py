@@ -7,9 +7,9 @@ every value) by a worker process, under a time limit; only once the worker has d
 libhdf5 reads a file the same way each time, so what the worker finished will finish here too. A file it does not
 finish, or that ends it, is a CheckpointError: the run's warning, as for any other damage.
 
-One worker serves each process that reads checkpoints, started on the first `.h5` read and ending when its reporter
-closes (a scan's end), after a minute with nothing to read, or with the process that started it: a logdir of many
-Keras runs costs one start.
+One worker serves each process that reads checkpoints, started on the first `.h5` read and ending with a scan
+(`stop`), after a minute with nothing to read, or with the process that started it: a logdir of many Keras runs
+costs one start per process.
 """
 
 from __future__ import annotations
