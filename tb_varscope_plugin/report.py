@@ -157,9 +157,9 @@ class Reporter:
         return max(self.checkpoints, key=lambda p: _shared_depth(p, run.path))  # max keeps the first of equals
 
     def close(self) -> None:
-        """Closes every checkpoint held open (h5py files), for a process about to exit: an h5py file left open
-        over a Python file object crashes the interpreter's final teardown. The report can be built again after,
-        reading checkpoints anew."""
+        """Closes every checkpoint held open (h5 files: in the worker process, or here for `memory://` ones), for a
+        process about to exit: an h5py file left open over a Python file object crashes the interpreter's final
+        teardown. The report can be built again after, reading checkpoints anew."""
         for _, found in self._read.values():
             if isinstance(found, Checkpoint):
                 found.close()

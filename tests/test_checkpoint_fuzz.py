@@ -37,9 +37,9 @@ from tensorboard.compat.proto import trackable_object_graph_pb2
 
 from tb_varscope_plugin import scan
 from tb_varscope_plugin.checkpoints import isolated
-from tb_varscope_plugin.checkpoints.formats import UnexpectedCheckpointError, read_checkpoint
+from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.tf_bundle import OBJECT_GRAPH_KEY, _entry, read_table
-from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
+from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError, UnexpectedCheckpointError
 
 # The fast suite runs a fixed set of examples (derandomized), the same at every run; VARSCOPE_FUZZ_EXAMPLES=N runs N
 # random examples per test instead.
@@ -52,6 +52,7 @@ _FUZZ = settings(
 )
 # The files are tens of KB and the readers' own caps are far above that, so a few MB is all reading one may take;
 # 32 MB leaves room for numpy and h5py bookkeeping, and is far below what the unbounded readers took (gigabytes).
+# h5 files are read by a worker process: what is traced of them here is the values it sends.
 _MEMORY_BOUND = 32 * 1024 * 1024
 _FILES = {
     "tf/ckpt-1": ["ckpt-1.index", "ckpt-1.data-00000-of-00001"],
@@ -134,7 +135,7 @@ def _damage(data: st.DataObject, raw: bytes) -> bytes:
 
 
 # Random bytes damaged in an h5 file can make libhdf5 itself loop forever (a flipped bit in a global heap), out of
-# Python's reach: such a file is a warning once the worker reading it first (checkpoints/isolated.py) has run past
+# Python's reach: such a file is a warning once the worker reading it (checkpoints/isolated.py) has run past
 # its limit. Here that limit is a few seconds, not tens, so an example that finds such a file costs only that.
 _H5_LIMIT_SECONDS = 3.0
 

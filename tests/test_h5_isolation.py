@@ -1,5 +1,6 @@
-"""HDF5 files are read first by a worker process under a time limit (checkpoints/isolated.py): a file on which
-libhdf5 never returns, or which ends the reading process, is a warning on its run, never a scan or a tab frozen.
+"""HDF5 files are read by a worker process under a time limit (checkpoints/isolated.py), never by the process that
+reports them: a file on which libhdf5 never returns, or which ends the reading process, is a warning on its run,
+never a scan or a tab frozen.
 
 The damaged file is a real one: the Keras 3 fixture with the objects of its global heap (where variable-length
 strings such as the layers' `name` attributes live) zeroed, on which libhdf5 loops forever reading an attribute."""
@@ -16,11 +17,13 @@ import threading
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 from damaged_checkpoints import REAL, colliding_run
 
 from tb_varscope_plugin import filesystem, scan
-from tb_varscope_plugin.checkpoints import isolated
+from tb_varscope_plugin.checkpoints import isolated, keras_h5
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import CheckpointError
 
@@ -177,3 +180,74 @@ def test_a_scan_in_this_process_leaves_no_worker_behind(tmp_path, monkeypatch, h
     (reported,) = scan(str(tmp_path / "logs"))["runs"]
     assert reported["checkpoint"] is not None
     assert len(started) == 1 and started[0].returncode is not None and isolated._worker is None
+
+
+FIXTURES = [REAL / "model.weights.h5", REAL / "model.keras", REAL / "legacy.h5"]
+
+
+def test_the_worker_lists_and_loads_what_the_reader_reads_here_and_this_process_never_runs_h5py():
+    for path in FIXTURES:
+        here = keras_h5.read_keras_archive if path.suffix == ".keras" else keras_h5.read_weights_h5
+        expected = here(str(path))
+        found = read_checkpoint(str(path))
+        assert found.format == expected.format and found.variables == expected.variables  # names, shapes, dtypes
+        for ours, theirs in zip(found.variables, expected.variables, strict=True):
+            loaded = ours.load()
+            assert loaded.dtype == theirs.load().dtype and np.array_equal(loaded, theirs.load())
+        expected.close()
+    code = (
+        "import sys; from tb_varscope_plugin.checkpoints.formats import read_checkpoint\n"
+        f"for path in {[str(p) for p in FIXTURES]!r}:\n"
+        "    [v.load() for v in read_checkpoint(path).variables]\n"
+        "print('h5py' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_a_variable_loads_after_its_worker_was_replaced_or_closed_its_file(monkeypatch, how):
+    started = started_workers(monkeypatch)
+    checkpoint = read_checkpoint(str(FIXTURE))
+    expected = [v.load() for v in checkpoint.variables]
+    os.kill(started[0].pid, signal.SIGTERM)  # as one ended idle, or killed for another file
+    started[0].wait()
+    assert all(np.array_equal(v.load(), e) for v, e in zip(checkpoint.variables, expected, strict=True))
+    assert len(started) == 2
+    # A worker holds so many files open at most, the least recently used closed first: asked again, it reopens.
+    monkeypatch.setattr(isolated, "OPEN_FILES", 1)  # in the forked worker too, forked after this
+    isolated.stop()
+    first, second = read_checkpoint(str(FIXTURE)), read_checkpoint(str(REAL / "legacy.h5"))
+    assert np.array_equal(first.variables[0].load(), expected[0]) and second.variables[0].load().size
+
+
+def test_a_file_saved_again_after_it_was_listed_loads_as_it_is_now_or_says_what_changed(tmp_path):
+    path = shutil.copy(FIXTURE, tmp_path / "model.weights.h5")
+    checkpoint = read_checkpoint(str(path))
+    kernel = checkpoint.variables[0]
+    with h5py.File(path, "r+") as h5:
+        h5[kernel.key][...] = 7.0
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert (kernel.load() == 7.0).all()  # the values saved since, not those of the file the worker held open
+    with h5py.File(path, "r+") as h5:
+        del h5[kernel.key]
+        h5[kernel.key] = np.zeros(5, "f4")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    with pytest.raises(CheckpointError, match=r"holds \(5,\) values now, not the \(3, 3\) listed: saved again"):
+        kernel.load()
+    with h5py.File(path, "r+") as h5:
+        del h5[kernel.key]
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 3 * 10**9))
+    with pytest.raises(CheckpointError, match=r"is no longer in this file"):
+        kernel.load()
+
+
+def test_a_load_that_never_finishes_is_an_error_and_its_worker_is_ended(short_limit, monkeypatch):
+    """A dataset whose values libhdf5 never finishes reading: made so here by patching h5py in this process before
+    the worker is forked from it."""
+    monkeypatch.setattr(filesystem, "_remote_seen", False)
+    started = started_workers(monkeypatch)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda *_: time.sleep(3600))
+    checkpoint = read_checkpoint(str(FIXTURE))  # listing reads no values
+    with pytest.raises(CheckpointError, match=r"did not finish reading this file within 2 s"):
+        checkpoint.variables[0].load()
+    assert isinstance(started[0], isolated.Forked) and started[0].returncode == -signal.SIGKILL

@@ -17,14 +17,13 @@ from tb_varscope_plugin.checkpoints.discovery import (
     candidates,
     newest,
 )
-from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
+from tb_varscope_plugin.checkpoints.variables import (
+    Checkpoint,
+    CheckpointError,
+    unexpected,
+)
 
 _DATA_FILE = re.compile(r"\.data-\d+-of-\d+$")
-
-
-class UnexpectedCheckpointError(CheckpointError):
-    """A failure a format reader did not turn into a CheckpointError itself; the message names the file and the
-    exception. Tests hold readers to never raising one."""
 
 
 def read_checkpoint(path: str) -> Checkpoint:
@@ -41,7 +40,7 @@ def read_checkpoint(path: str) -> Checkpoint:
     except CheckpointError:
         raise
     except Exception as error:
-        raise _unexpected(path, error) from error
+        raise unexpected(path, error) from error
     guarded = tuple(dataclasses.replace(v, load=_guarded(v.load, path)) for v in checkpoint.variables)
     return dataclasses.replace(checkpoint, variables=guarded)
 
@@ -53,13 +52,9 @@ def _guarded(load: Callable[[], np.ndarray], path: str) -> Callable[[], np.ndarr
         except CheckpointError:
             raise
         except Exception as error:
-            raise _unexpected(path, error) from error
+            raise unexpected(path, error) from error
 
     return guarded_load
-
-
-def _unexpected(path: str, error: Exception) -> UnexpectedCheckpointError:
-    return UnexpectedCheckpointError(f"{path}: cannot be read ({type(error).__name__}: {error})"[:1000])
 
 
 def _read(path: str) -> Checkpoint:
@@ -89,10 +84,9 @@ def _read(path: str) -> Checkpoint:
 
         return safetensors_file.read_safetensors(path)
     if path.endswith(KERAS_SUFFIXES):
-        from tb_varscope_plugin.checkpoints import isolated, keras_h5
+        from tb_varscope_plugin.checkpoints import isolated
 
-        isolated.vet(path)  # libhdf5 may never return from a damaged file: a worker reads it first
-        return keras_h5.read_keras_archive(path) if path.endswith(".keras") else keras_h5.read_weights_h5(path)
+        return isolated.read_h5(path)  # libhdf5 may never return from a damaged file: a worker reads it
     if filesystem.exists(path + ".index"):
         return tf_bundle.read_bundle(path)
     raise CheckpointError(f"{path}: not a checkpoint (no such file, and no {path}.index)")

@@ -20,6 +20,15 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be read; the message names the file."""
 
 
+class UnexpectedCheckpointError(CheckpointError):
+    """A failure a format reader did not turn into a CheckpointError itself; the message names the file and the
+    exception. Tests hold readers to never raising one."""
+
+
+def unexpected(path: str, error: Exception) -> UnexpectedCheckpointError:
+    return UnexpectedCheckpointError(f"{path}: cannot be read ({type(error).__name__}: {error})"[:1000])
+
+
 @dataclass(frozen=True)
 class Variable:
     path: str
