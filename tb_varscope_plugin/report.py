@@ -21,7 +21,7 @@ from tb_varscope_plugin.analysis.collisions import FoundCollision, collision_ent
 from tb_varscope_plugin.analysis.groups import group_tags
 from tb_varscope_plugin.analysis.siblings import share_sibling_lanes
 from tb_varscope_plugin.checkpoints import isolated
-from tb_varscope_plugin.checkpoints.discovery import WalkedDirectories, find_checkpoint, unread_models
+from tb_varscope_plugin.checkpoints.discovery import KERAS_SUFFIXES, WalkedDirectories, find_checkpoint, unread_models
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint
 from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError
 from tb_varscope_plugin.filesystem import is_local, mtime
@@ -49,6 +49,9 @@ CHILD_SHARE_SECONDS = 3600.0
 CHUNK_MIN_BYTES = BATCH_BYTES
 # And in at most this many: their numbers, 4 bytes each, are written to a pipe before any child reads them.
 MAX_PIECES = 1000
+# What attributing a run beside an HDF5 checkpoint costs, as bytes read in that time: a 20 KB `.weights.h5` listed
+# and two kernels loaded took 10 ms a run, in which a scan reads about 2 MB of events (180 MB/s on one core).
+H5_WORK_BYTES = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -410,12 +413,15 @@ def scan_parts(
     runs = sorted(index.discover(progress), key=lambda run: run.name)
     count = processes()
     forkable = hasattr(os, "fork") and threading.active_count() == 1 and all(is_local(run.path) for run in runs)
-    groups = shares(index, runs, count) if forkable else [runs]
+    work: Callable[[RunIndex], int] = index.unread_bytes
+    if forkable and sum(map(work, runs)) < FORK_MIN_BYTES:
+        work = _with_checkpoints(index, runs, checkpoints)  # little to read: is there much to attribute?
+    groups = shares(work, runs, count) if forkable else [runs]
     try:
         if len(groups) < 2:
             parts = _report_share(index, runs, checkpoints, count)
         else:
-            pieces = groups if len(runs) <= EVENED_RUNS else chunks(index, runs, len(groups))
+            pieces = groups if len(runs) <= EVENED_RUNS else chunks(work, runs, len(groups))
             parts = _report_forked(index, pieces, len(groups), checkpoints)
     finally:
         # The worker that read h5 files first ends with the scan, not a minute later: `scan()` called from a
@@ -463,13 +469,24 @@ def _take_pieces(
     return done
 
 
-def chunks(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[RunIndex]]:
+def _with_checkpoints(
+    index: LogdirIndex, runs: list[RunIndex], checkpoints: list[str] | None
+) -> Callable[[RunIndex], int]:
+    """`index.unread_bytes`, plus H5_WORK_BYTES for each run whose checkpoint is an HDF5 file: a logdir of small
+    Keras runs, each beside its `.weights.h5`, holds few bytes of events but is mostly checkpoint work, which forked
+    processes share out as they do reading (each with its own HDF5 worker, see checkpoints/isolated.py)."""
+    reporter = Reporter(index, checkpoints)
+    heavy = {run.name for run in runs if (reporter.checkpoint_path(run) or "").endswith(KERAS_SUFFIXES)}
+    return lambda run: index.unread_bytes(run) + (H5_WORK_BYTES if run.name in heavy else 0)
+
+
+def chunks(work: Callable[[RunIndex], int], runs: list[RunIndex], count: int) -> list[list[RunIndex]]:
     """`runs` cut, in order, into pieces for `count` processes to take in turn, each half an even share of what is
     left to read as it starts (at least CHUNK_MIN_BYTES, and a MAX_PIECES-th of all): the first pieces keep every
     process busy a while, the last are small enough that the processes end close together. About 2 x `count` x
     log(runs) pieces; runs next to each other by name (those that share a checkpoint, mostly) are in one piece,
-    reported by one reporter."""
-    sizes = [index.unread_bytes(run) for run in runs]
+    reported by one reporter. `work`: how much there is to do for a run, in bytes read."""
+    sizes = list(map(work, runs))
     left = sum(sizes)
     least = max(CHUNK_MIN_BYTES, left // MAX_PIECES)  # so every piece but the last holds at least this much
     pieces: list[list[RunIndex]] = []
@@ -485,11 +502,11 @@ def chunks(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[Ru
     return pieces + [piece] if piece else pieces
 
 
-def shares(index: LogdirIndex, runs: list[RunIndex], count: int) -> list[list[RunIndex]]:
+def shares(work: Callable[[RunIndex], int], runs: list[RunIndex], count: int) -> list[list[RunIndex]]:
     """`runs` shared out among `count` processes by bytes to read, largest first to the least loaded; a single
     share where another process would not pay, or where the runs do not share out evenly (one run holding most of
     the bytes is better read by every process at once, file by file)."""
-    sizes = {run.name: index.unread_bytes(run) for run in runs}
+    sizes = {run.name: work(run) for run in runs}
     total = sum(sizes.values())
     if count < 2 or len(runs) < 2 or total < FORK_MIN_BYTES:
         return [runs]

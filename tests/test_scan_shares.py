@@ -3,10 +3,12 @@ long-lived index gives: the same document, from forked shares or not, whole or i
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
 import pytest
+from damaged_checkpoints import REAL, colliding_run
 from eventlogs import histogram_event, layered_run, write_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -196,7 +198,7 @@ class _Sized:
 
 def _loads(sizes: dict[str, int], count: int) -> list[int]:
     runs = [RunIndex(name, f"/logs/{name}") for name in sizes]
-    groups = report_module.shares(_Sized(sizes), runs, count)
+    groups = report_module.shares(_Sized(sizes).unread_bytes, runs, count)
     assert sorted(run.name for group in groups for run in group) == sorted(sizes)  # each run in one share
     return sorted((sum(sizes[run.name] for run in group) for group in groups), reverse=True)
 
@@ -231,7 +233,7 @@ def test_many_runs_are_cut_in_order_into_pieces_that_shrink_to_the_least_allowed
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report_module, "CHUNK_MIN_BYTES", least)
         patch.setattr(report_module, "MAX_PIECES", 20)
-        pieces = report_module.chunks(_Sized(named), runs, count)
+        pieces = report_module.chunks(_Sized(named).unread_bytes, runs, count)
     assert [run for piece in pieces for run in piece] == runs and all(pieces)
     floor = max(least, sum(sizes) // 20)
     left = sum(sizes)
@@ -297,4 +299,21 @@ def test_a_child_slowed_on_its_piece_leaves_every_other_piece_to_the_others(many
 
 def test_a_piece_no_child_answered_for_is_reported_here(many_runs, shares, failing_children):
     assert scan(str(many_runs)) == json.loads(json.dumps(reference(many_runs)))
+    assert len(shares) == 2
+
+
+def test_small_runs_each_beside_an_h5_checkpoint_are_shared_out_for_their_checkpoints(tmp_path, monkeypatch, shares):
+    """A sweep of Keras trainings: few bytes of events, but each run's `.weights.h5` listed and loaded by an HDF5
+    worker (10 ms a run), so the runs are shared among forked processes, each with its own worker."""
+    monkeypatch.setattr(report_module, "processes", lambda: 2)
+    runs = report_module.FORK_MIN_BYTES // report_module.H5_WORK_BYTES + 1
+    for i in range(runs):
+        run = colliding_run(tmp_path / "logs" / f"r{i:02d}", "model.weights.h5")
+        shutil.copy(REAL / "model.weights.h5", run / "model.weights.h5")
+    assert scan(str(tmp_path / "logs")) == json.loads(json.dumps(reference(tmp_path / "logs")))
+    assert len(shares) == 2
+    (tmp_path / "fewer").mkdir()
+    for i in range(runs - 2):  # short of the bytes forking pays for
+        os.rename(tmp_path / "logs" / f"r{i:02d}", tmp_path / "fewer" / f"r{i:02d}")
+    scan(str(tmp_path / "fewer"))
     assert len(shares) == 2

@@ -65,7 +65,7 @@ class FirstPass:
             return False
         count = max(2, min(count, unread // SHARE_MIN_BYTES))
         runs = sorted(index.discover(), key=lambda run: run.name)
-        groups = shares(index, runs, count)
+        groups = shares(index.unread_bytes, runs, count)
         # One share holding everything (a single large run) is read by its process with every core.
         each = count if len(groups) == 1 else 1
         children = self._spawn(
