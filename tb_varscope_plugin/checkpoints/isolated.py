@@ -242,7 +242,9 @@ def _ask(worker: Worker, message: dict, limit: float) -> tuple[dict, bytearray] 
     deadline = time.monotonic() + limit
     out = answer.fileno()
     received = bytearray()
-    while (end := received.find(b"\n")) < 0:
+    searched = 0  # a listing of 20,000 variables is a line of megabytes: each chunk is searched once
+    while (end := received.find(b"\n", searched)) < 0:
+        searched = len(received)
         if not _readable(out, deadline):
             return None
         chunk = os.read(out, 1 << 16)
