@@ -43,8 +43,9 @@ def read_share() -> None:
 
 
 def read_h5_files() -> None:
-    """The worker that reads `.h5` and `.keras` checkpoints before the process that started it does (see
-    `checkpoints/isolated.py`): paths on standard input, answers on standard output, which nothing else may write to."""
+    """The worker that reads `.h5` and `.keras` checkpoints for the process that started it (see
+    `checkpoints/isolated.py`): requests on standard input, answers on standard output, which nothing else may write
+    to."""
     defer_remote_back_ends()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the process that started it, which then ends it
     from tb_varscope_plugin.checkpoints.isolated import serve

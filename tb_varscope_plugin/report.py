@@ -424,8 +424,8 @@ def scan_parts(
             pieces = groups if len(runs) <= EVENED_RUNS else chunks(work, runs, len(groups))
             parts = _report_forked(index, pieces, len(groups), checkpoints)
     finally:
-        # The worker that read h5 files first ends with the scan, not a minute later: `scan()` called from a
-        # program leaves it no child process. (Forked children's workers end as their children exit.)
+        # The HDF5 worker ends with the scan, not a minute later: `scan()` called from a program leaves it no
+        # child process. (Forked children's workers end as their children exit.)
         isolated.stop()
     warnings = index.warnings()  # directories that could not be listed, entries passed over
     report = document(index.logdir, warnings, [], [counts for _, _, counts in parts])
