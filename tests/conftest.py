@@ -151,7 +151,7 @@ def no_reader_left_running() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def no_h5_worker_left_running() -> Iterator[None]:
-    """A test that read an h5 file outside a reporter (a scan ends its worker when it is done) leaves the worker
+    """A test that read an h5 file outside a scan (which ends its worker when it is done) leaves the worker
     (checkpoints/isolated.py) running: ended here, so no test finds a child process of this one it did not start."""
     yield
     isolated.stop()
