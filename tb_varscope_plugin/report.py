@@ -178,12 +178,17 @@ class Reporter:
             if isinstance(found, Checkpoint):
                 found.close()
 
-    def _checkpoint(self, path: str | None) -> tuple[tuple, Checkpoint | None, list[ReportWarning]]:
-        if path is None:
-            return (None,), None, []
+    def _stamp(self, path: str) -> tuple[str, float | None]:
+        """The checkpoint at `path` as a run's part depends on it: its path and modification time, taken once a
+        pass."""
         if path not in self._stamps:
             self._stamps[path] = _mtime(path)
-        stamp = (path, self._stamps[path])
+        return (path, self._stamps[path])
+
+    def _checkpoint(self, stamp: tuple[str, float | None]) -> tuple[Checkpoint | None, list[ReportWarning]]:
+        """The checkpoint of `stamp`, read unless it was read at that modification time, or the warning saying why
+        it could not be."""
+        path = stamp[0]
         cached = self._read.get(path)
         if cached is None or cached[0] != stamp[1]:
             if cached is not None and isinstance(cached[1], Checkpoint):
@@ -198,16 +203,19 @@ class Reporter:
         else:
             found = cached[1]
         if isinstance(found, CheckpointError):
-            return stamp, None, [_checkpoint_warning(path, found)]
-        return stamp, found, []
+            return None, [_checkpoint_warning(path, found)]
+        return found, []
 
     def _run_report(self, run: RunIndex) -> RunReport:
         path = self.checkpoint_path(run)
-        stamp, checkpoint, extra = self._checkpoint(path)
+        stamp: tuple
         if path is None:
             # No checkpoint, but perhaps a model in a format not read: say so, rather than only "none found".
             unread = unread_models(run.path, self._directories)
             stamp, extra = (None, *unread), [_unread_model_warning(file, kind) for file, kind in unread]
+        else:
+            # Only the stamp, for now: a part made with it (here, or adopted from a reader) needs no checkpoint.
+            stamp, extra = self._stamp(path), []
         key = (run.generation, len(run.files), stamp)
         cached = self._runs.get(run.name)
         if cached is not None and cached[0] == key:
@@ -217,6 +225,9 @@ class Reporter:
             if warnings == published["warnings"]:
                 return published
         else:
+            checkpoint = None
+            if path is not None:
+                checkpoint, extra = self._checkpoint(stamp)
             try:
                 try:
                     report = build_run_report(run, checkpoint)
@@ -415,7 +426,7 @@ def scan_parts(
     forkable = hasattr(os, "fork") and threading.active_count() == 1 and all(is_local(run.path) for run in runs)
     work: Callable[[RunIndex], int] = index.unread_bytes
     if forkable and sum(map(work, runs)) < FORK_MIN_BYTES:
-        work = _with_checkpoints(index, runs, checkpoints)  # little to read: is there much to attribute?
+        work = with_checkpoints(index, runs, checkpoints)  # little to read: is there much to attribute?
     groups = shares(work, runs, count) if forkable else [runs]
     try:
         if len(groups) < 2:
@@ -469,12 +480,16 @@ def _take_pieces(
     return done
 
 
-def _with_checkpoints(
+def with_checkpoints(
     index: LogdirIndex, runs: list[RunIndex], checkpoints: list[str] | None
 ) -> Callable[[RunIndex], int]:
     """`index.unread_bytes`, plus H5_WORK_BYTES for each run whose checkpoint is an HDF5 file: a logdir of small
-    Keras runs, each beside its `.weights.h5`, holds few bytes of events but is mostly checkpoint work, which forked
-    processes share out as they do reading (each with its own HDF5 worker, see checkpoints/isolated.py)."""
+    Keras runs, each beside its `.weights.h5`, holds few bytes of events but is mostly checkpoint work, which
+    processes share out as they do reading (each with its own HDF5 worker, see checkpoints/isolated.py). Where the
+    walk (or `checkpoints`) holds no HDF5 file at all, no run's checkpoint is looked for."""
+    names = checkpoints or (name for listing in index.tree.values() for name in listing.names)
+    if not any(name.endswith(KERAS_SUFFIXES) for name in names):
+        return index.unread_bytes
     reporter = Reporter(index, checkpoints)
     heavy = {run.name for run in runs if (reporter.checkpoint_path(run) or "").endswith(KERAS_SUFFIXES)}
     return lambda run: index.unread_bytes(run) + (H5_WORK_BYTES if run.name in heavy else 0)

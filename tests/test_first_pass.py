@@ -44,6 +44,7 @@ def spawned(monkeypatch):
     """Every first pass spawned, by two processes; the pids spawned."""
     monkeypatch.setattr(first_pass, "SPAWN_MIN_BYTES", 0)
     monkeypatch.setattr(report_module, "FORK_MIN_BYTES", 0)  # shared out by runs however small
+    monkeypatch.setattr(report_module, "H5_WORK_BYTES", 0)  # by their events alone: the h5 run would hold most
     monkeypatch.setattr(first_pass, "processes", lambda: 2)
     pids = []
     spawn = os.posix_spawn
@@ -284,7 +285,8 @@ def test_a_real_tensorboard_spawns_its_first_pass_and_serves_the_scans_report(lo
     spawned = tmp_path_factory.mktemp("spawned") / "commands"
     setup = (
         "from tb_varscope_plugin import report; from tb_varscope_plugin.server import first_pass\n"
-        "first_pass.SPAWN_MIN_BYTES = report.FORK_MIN_BYTES = 0; first_pass.processes = lambda: 2\n"
+        "first_pass.SPAWN_MIN_BYTES = report.FORK_MIN_BYTES = report.H5_WORK_BYTES = 0\n"
+        "first_pass.processes = lambda: 2\n"
         "import os; spawn = os.posix_spawn\n"
         f"os.posix_spawn = lambda path, argv, *a, **k: open({str(spawned)!r}, 'a').write(repr(argv) + '\\n') "
         "and spawn(path, argv, *a, **k)"
@@ -308,3 +310,29 @@ def test_a_real_tensorboard_spawns_its_first_pass_and_serves_the_scans_report(lo
     assert [[step, buckets] for _, step, buckets in lane] == [
         [ref.step, b.tolist()] for ref, b in zip(refs, run.decode_all(refs), strict=True)
     ]
+
+
+def test_small_runs_beside_h5_checkpoints_are_spawned_for_their_checkpoints(tmp_path, monkeypatch):
+    """A sweep of Keras trainings: few bytes of events, but each run's checkpoint is HDF5 work (see
+    `report.with_checkpoints`), so the pass is spawned; the same runs without their checkpoints are read here."""
+    for threshold in (first_pass, "SPAWN_MIN_BYTES"), (report_module, "FORK_MIN_BYTES"):  # for 5 runs, not 129
+        monkeypatch.setattr(*threshold, 4 * report_module.H5_WORK_BYTES)
+    monkeypatch.setattr(first_pass, "processes", lambda: 2)
+    for i in range(5):
+        copy_real("model.weights.h5", colliding_run(tmp_path / "logs" / f"r{i}", "model.weights.h5"))
+    expected_index, expected = read_here(tmp_path / "logs")
+    spawns = []
+    spawn = os.posix_spawn
+    monkeypatch.setattr(os, "posix_spawn", lambda *a, **k: spawns.append(a) or spawn(*a, **k))
+    read = []
+    read_checkpoint = report_module.read_checkpoint
+    monkeypatch.setattr(report_module, "read_checkpoint", lambda path: read.append(path) or read_checkpoint(path))
+    index, report = first_pass_of(tmp_path / "logs")
+    assert len(spawns) == 2
+    assert json.dumps(report, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert [run["checkpoint"]["format"] for run in report["runs"]] == ["keras-weights-h5"] * 5
+    assert read == []  # the parts were taken in as made, with their checkpoints' stamps: none is read again here
+    for checkpoint in (tmp_path / "logs").rglob("*.h5"):
+        checkpoint.unlink()
+    first_pass_of(tmp_path / "logs")
+    assert len(spawns) == 2
