@@ -1,10 +1,12 @@
 """Times a scan of many small Keras runs, each beside its own `.weights.h5`, against the same runs without them.
 
-Run: `python benchmarks/bench_keras_runs.py [--runs 300] [--reps 5]`. Each run logs the two kernels of the tests'
-Keras 3 fixture under one tag, as Keras 3 logs `v.name`, and holds a copy of the fixture's 20 KB `model.weights.h5`:
-what a sweep of Keras trainings leaves. The second logdir is the same without the checkpoints, so the difference
-is what reading HDF5 files costs (every one through the worker process of `checkpoints/isolated.py`). Both are
-built once under benchmarks/data/; each repetition runs both scans as fresh processes, one after the other.
+Run: `python benchmarks/bench_keras_runs.py [--runs 300] [--reps 5] [--tab]`. Each run logs the two kernels of the
+tests' Keras 3 fixture under one tag, as Keras 3 logs `v.name`, and holds a copy of the fixture's 20 KB
+`model.weights.h5`: what a sweep of Keras trainings leaves. The second logdir is the same without the checkpoints,
+so the difference is what reading HDF5 files costs (every one through the worker process of
+`checkpoints/isolated.py`). Both are built once under benchmarks/data/; each repetition runs both scans as fresh
+processes, one after the other. `--tab` also starts a real TensorBoard on the logdir with checkpoints, `--reps`
+times, and times the tab's first pass until `/report` is complete (as bench_tab.py does).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="runs, each beside its own .weights.h5 (default 300)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions of each scan (default 5)")
+    parser.add_argument("--tab", action="store_true", help="also time the tab's first pass in a real TensorBoard")
     args = parser.parse_args()
     with_h5, without = build(args.runs)
     warm(event_files(str(with_h5)) + event_files(str(without)) + [str(p) for p in with_h5.rglob("*.h5")])
@@ -67,6 +70,12 @@ def main() -> None:
         print(f"{label:28s} {statistics.median(seconds):6.2f} s  ({min(seconds):.2f}-{max(seconds):.2f})")
     extra = statistics.median(timings["with"]) - statistics.median(timings["without"])
     print(f"\nthe checkpoints' cost: {extra / args.runs * 1000:.1f} ms a run (read, listed, two kernels loaded)")
+    if args.tab:
+        from bench_tab import measure
+
+        complete = [measure(str(with_h5), 1.0, 5)["complete"] for _ in range(args.reps)]
+        spread = f"{min(complete):.2f}-{max(complete):.2f}"
+        print(f"tab opened -> /report complete: {statistics.median(complete):.2f} s ({spread})")
 
 
 if __name__ == "__main__":
