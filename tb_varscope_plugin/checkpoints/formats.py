@@ -17,11 +17,7 @@ from tb_varscope_plugin.checkpoints.discovery import (
     candidates,
     newest,
 )
-from tb_varscope_plugin.checkpoints.variables import (
-    Checkpoint,
-    CheckpointError,
-    unexpected,
-)
+from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError, unexpected
 
 _DATA_FILE = re.compile(r"\.data-\d+-of-\d+$")
 
