@@ -28,7 +28,7 @@ from damaged_checkpoints import REAL, deflate_bomb, write_zip, zip_members  # no
 from tb_varscope_plugin.checkpoints import keras_h5  # noqa: E402
 from tb_varscope_plugin.checkpoints.discovery import find_checkpoint  # noqa: E402
 from tb_varscope_plugin.checkpoints.formats import read_checkpoint  # noqa: E402
-from tb_varscope_plugin.checkpoints.variables import Checkpoint, CheckpointError  # noqa: E402
+from tb_varscope_plugin.checkpoints.variables import CheckpointError  # noqa: E402
 
 
 def build(data: Path, layers: int) -> dict[str, tuple[str, str]]:
@@ -90,17 +90,12 @@ def run(kind: str, path: str) -> str:
     if kind == "find":
         return f"found {Path(find_checkpoint(path, str(Path(path).parent)) or '-').name}"
     try:
-        checkpoint = read_here(path) if kind == "h5" else read_checkpoint(path)
+        # An h5 file through the reader the HDF5 worker runs, here, so that its CPU and allocations are counted.
+        checkpoint = keras_h5.read_keras_file(path) if kind == "h5" else read_checkpoint(path)
         checkpoint.close()
         return f"{len(checkpoint.variables)} variables"
     except CheckpointError as error:
         return f"CheckpointError: {str(error)[len(path) + 2 :][:60]}"
-
-
-def read_here(path: str) -> Checkpoint:
-    """The Keras reader that the worker process of checkpoints/isolated.py runs, run in this process, so that its
-    CPU and its allocations are counted."""
-    return keras_h5.read_keras_archive(path) if path.endswith(".keras") else keras_h5.read_weights_h5(path)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -62,7 +62,9 @@ def read_h5(path: str) -> Checkpoint:
     """The checkpoint of a `.h5`/`.weights.h5` or `.keras` file, listed by the worker; its variables' loads ask the
     worker for their values. Raises CheckpointError, with the worker's message, where reading fails."""
     if path.startswith(IN_PROCESS_SCHEMES):
-        return _read_here(path)
+        from tb_varscope_plugin.checkpoints import keras_h5
+
+        return keras_h5.read_keras_file(path)
     file = _File(path, next(_handles), _limit(path))
     listed, _ = _request({"open": path, "id": file.handle}, path, file.limit)
     variables = []
@@ -85,12 +87,6 @@ def stop() -> None:
     with _lock:
         if _worker is not None:
             _stop(_worker)
-
-
-def _read_here(path: str) -> Checkpoint:
-    from tb_varscope_plugin.checkpoints import keras_h5
-
-    return keras_h5.read_keras_archive(path) if path.endswith(".keras") else keras_h5.read_weights_h5(path)
 
 
 def _limit(path: str) -> float:
@@ -305,7 +301,8 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 # --- the worker ---
 
-Opened = OrderedDict[int, tuple[Any, Checkpoint, dict[str, Variable]]]  # handle: (file's stamp, checkpoint, by key)
+Stamp = tuple[int, float | None] | None  # a file's size and modification time; None where it cannot be had
+Opened = OrderedDict[int, tuple[Stamp, Checkpoint, dict[str, Variable]]]  # handle: (stamp, checkpoint, by key)
 
 
 def serve(source: BinaryIO, sink: BinaryIO) -> None:
@@ -371,8 +368,7 @@ def _open_file(opened: Opened, handle: int, path: str) -> Checkpoint:
 
     _close_file(opened, handle)
     stamp = _stamp(path)  # before reading: a file rewritten meanwhile is opened again at its next load
-    reader = keras_h5.read_keras_archive if path.endswith(".keras") else keras_h5.read_weights_h5
-    checkpoint = reader(path)
+    checkpoint = keras_h5.read_keras_file(path)
     opened[handle] = (stamp, checkpoint, {v.key: v for v in checkpoint.variables})
     while len(opened) > OPEN_FILES:
         _close_file(opened, next(iter(opened)))
@@ -397,7 +393,7 @@ def _close_file(opened: Opened, handle: int) -> None:
         held[1].close()
 
 
-def _stamp(path: str) -> tuple[int, float | None] | None:
+def _stamp(path: str) -> Stamp:
     try:
         return filesystem.file_length(path), filesystem.mtime(path)
     except Exception:  # gone or unreadable: opening it again says why

@@ -62,6 +62,11 @@ _ENCRYPTED = 0x1
 _NUMERIC_KINDS = "biuf"
 
 
+def read_keras_file(path: str) -> Checkpoint:
+    """Reads a `.keras` archive or an h5 weights file, by its name: what the HDF5 worker runs (see isolated.py)."""
+    return read_keras_archive(path) if path.endswith(".keras") else read_weights_h5(path)
+
+
 def read_weights_h5(path: str) -> Checkpoint:
     """Reads a Keras 3 `.weights.h5` or a tf-keras `save_weights('x.h5')` / `save('x.h5')` file."""
     return _read_h5(open_buffered(path), path, {}, "keras-weights-h5", "not a readable Keras weights file")
